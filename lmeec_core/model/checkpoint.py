@@ -12,7 +12,6 @@ silently yields random weights (the official loader's non-strict behaviour).
 """
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,12 +54,12 @@ def read_checkpoint_file(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist (expected a .pt/.pth file)")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError... depending on the damage
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"checkpoint {path} is not a readable torch checkpoint (truncated or not a torch file?): {err}"
+            f"checkpoint {path} is not a readable torch checkpoint (truncated, corrupt or not a torch "
+            f"file; weights-only loading): {first_line}"
         ) from err
-    except Exception as err:  # pickle refusals under weights_only come as UnpicklingError
-        raise CheckpointError(f"checkpoint {path} cannot be loaded safely: {err}") from err
     if not isinstance(data, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, expected a dict")
     return data
