@@ -65,8 +65,10 @@ class Fixture:
         direction = direction or meta.get("direction", "ego2exo")
         if direction not in DIRECTIONS:
             raise InputError(f"direction {direction!r}; expected one of {DIRECTIONS}")
-        source, target = (aria[-1], exo[0]) if direction == "ego2exo" else (exo[0], aria[-1])
-        source, target = meta.get("source_cam", source), meta.get("target_cam", target)
+        if direction == meta.get("direction") and "source_cam" in meta:
+            source, target = meta["source_cam"], meta["target_cam"]
+        else:
+            source, target = (aria[-1], exo[0]) if direction == "ego2exo" else (exo[0], aria[-1])
         images = {p.stem for p in (root / "frames" / source).iterdir()}
         frames = sorted(set(masks[object_name][target]) & images, key=natural_key)
         return cls(root, source, target, object_name, frames, masks[object_name].get(source, {}), meta)

@@ -1,0 +1,110 @@
+"""The `lmeec` command: parity, bench, train, evaluate, demo.
+
+Each sub-command lives in its own module; this file only parses arguments and prints results
+(JSON for machine-read figures). Heavy modules are imported inside the handlers so `lmeec --help`
+stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+from .errors import LmeecError
+
+
+def camera_size(text: str) -> tuple[int, int]:
+    """'640x480' (width x height, as cameras are named) -> (480, 640)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"size {text!r}; expected WIDTHxHEIGHT such as 640x480") from err
+    return height, width
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _parity(args: argparse.Namespace) -> int:
+    from .parity import run_parity
+
+    report = run_parity(args.fixture, args.out, direction=args.direction, threads=args.threads)
+    _print_json(report)
+    return 0 if report.get("ok", True) else 1
+
+
+def _add_parity(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("parity", help="run the official protocol on a fixture folder and compare with it")
+    p.add_argument("fixture", help="fixture folder (model.yaml, checkpoint.pt, annotation.json, frames/)")
+    p.add_argument("--out", required=True, help="where to write the predicted arrays (.npz)")
+    p.add_argument("--direction", choices=("ego2exo", "exo2ego"), help="default: meta.json's, else ego2exo")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (the fixture was made with 2)")
+    p.set_defaults(handler=_parity)
+
+
+def _add_tracker_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--compression", choices=("merge", "drop", "fifo"), default="merge")
+    p.add_argument("--capacity", type=int, default=6)
+    p.add_argument("--compile", action="store_true", help="torch.compile the image encoder")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import bench_config, run
+
+    config = bench_config(args.preset, args.frames, args.ego_size, args.exo_size, args.protocol,
+                          args.checkpoint, args.threads, device=args.device, dtype=args.dtype,
+                          compression=args.compression, capacity=args.capacity, compile=args.compile)
+    _print_json(run(config, progress=not args.quiet))
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="streaming latency and memory of the tracker (JSON)")
+    p.add_argument("--preset", default="nano")
+    p.add_argument("--checkpoint", help="checkpoint file; default: random weights of the preset")
+    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--ego-size", type=camera_size, default=(480, 640), help="WIDTHxHEIGHT")
+    p.add_argument("--exo-size", type=camera_size, default=(480, 640), help="WIDTHxHEIGHT")
+    p.add_argument("--protocol", choices=("robot", "benchmark"), default="benchmark",
+                   help="robot: target given once and tracked; benchmark: per-frame source mask")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_tracker_options(p)
+    p.set_defaults(handler=_bench)
+
+
+def _lazy(module: str, adder: str) -> Callable[[argparse._SubParsersAction], None]:
+    """Sub-commands owned by other modules register themselves through an `add_*` function."""
+    def add(sub: argparse._SubParsersAction) -> None:
+        from importlib import import_module
+
+        getattr(import_module(module, __package__), adder)(sub)
+    return add
+
+
+COMMANDS = [_add_parity, _add_bench]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmeec", description="LM-EEC ego-exo correspondence tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except LmeecError as err:
+        print(f"lmeec {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
