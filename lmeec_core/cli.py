@@ -77,6 +77,49 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_bench)
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .evaluate import CopySourceBox, TrackerPredictor, evaluate
+    from .model import build_preset, load_checkpoint
+    from .tracker import CorrespondenceTracker, TrackerConfig
+
+    if args.baseline == "copy-box":
+        predictor_for = lambda seq: CopySourceBox()  # noqa: E731
+    else:
+        model = (load_checkpoint(args.checkpoint, preset=args.preset)[0] if args.checkpoint
+                 else build_preset(args.preset, seed=0))
+        base = TrackerConfig(device=args.device, dtype=args.dtype, compression=args.compression,
+                             capacity=args.capacity, compile=args.compile)
+        source_view = "ego" if args.direction == "ego2exo" else "exo"
+
+        def predictor_for(seq):
+            # The official protocol normalises pointer distances by the sequence length (max 16).
+            config = replace(base, pointer_frames=min(16, len(seq.frames))) if args.protocol == "official" else base
+            return TrackerPredictor(CorrespondenceTracker(model, config), source_view, args.protocol)
+
+    summary = evaluate(args.root, predictor_for, args.out, args.direction, args.protocol, args.takes,
+                       args.max_frames, plots=not args.no_plots)
+    _print_json(summary["total"])
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score the tracker on processed takes (EgoExo4D layout)")
+    p.add_argument("root", help="folder of processed takes (<take>/annotation.json, <take>/<cam>/<frame>.jpg)")
+    p.add_argument("--out", required=True, help="output folder (predictions.json, metrics.json, PNGs)")
+    p.add_argument("--checkpoint", help="checkpoint file; default: random weights of --preset")
+    p.add_argument("--preset", default="nano")
+    p.add_argument("--direction", choices=("ego2exo", "exo2ego"), default="ego2exo")
+    p.add_argument("--protocol", choices=("official", "robot"), default="official")
+    p.add_argument("--baseline", choices=("copy-box",), help="score a baseline instead of the model")
+    p.add_argument("--takes", nargs="*", help="only these take folders")
+    p.add_argument("--max-frames", type=int, help="at most this many frames per sequence")
+    p.add_argument("--no-plots", action="store_true")
+    _add_tracker_options(p)
+    p.set_defaults(handler=_evaluate)
+
+
 def _lazy(module: str, adder: str) -> Callable[[argparse._SubParsersAction], None]:
     """Sub-commands owned by other modules register themselves through an `add_*` function."""
     def add(sub: argparse._SubParsersAction) -> None:
@@ -86,7 +129,7 @@ def _lazy(module: str, adder: str) -> Callable[[argparse._SubParsersAction], Non
     return add
 
 
-COMMANDS = [_add_parity, _add_bench]
+COMMANDS = [_add_parity, _add_bench, _add_evaluate]
 
 
 def build_parser() -> argparse.ArgumentParser:

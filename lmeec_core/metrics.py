@@ -322,6 +322,14 @@ class MetricAccumulator:
         self._les.append(frame_le)
         return FrameScores(gt_exists, pred_exists, frame_iou, frame_ca, frame_le)
 
+    def merge(self, other: "MetricAccumulator") -> None:
+        """Add every frame of `other` (per-sequence accumulators rolled into a total)."""
+        self._ious += other._ious
+        self._cas += other._cas
+        self._les += other._les
+        self._gt_exists += other._gt_exists
+        self._pred_exists += other._pred_exists
+
     def summary(self) -> dict[str, float | int]:
         """Totals as printed by the official ``compute_metrics.py`` (see the class docstring)."""
 

@@ -9,8 +9,7 @@ tracker itself; intermediate arrays are collected with the tracker's probe.
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pycocotools import mask as mask_utils
 
+from .data.takes import decode_mask, natural_key
 from .errors import InputError
 from .memory import BankView
 from .model import load_checkpoint, load_config_file
@@ -27,11 +26,6 @@ from .preprocess import image_to_tensor
 from .tracker import OFFICIAL, CorrespondenceTracker
 
 DIRECTIONS = ("ego2exo", "exo2ego")
-
-
-def natural_key(name: str) -> list[Any]:
-    """Sort key giving natural order ("90" before "120"), as the official `natsorted`."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 @dataclass
@@ -82,7 +76,7 @@ class Fixture:
         rle = self.source_rles.get(frame)
         if rle is None:
             return np.zeros((1, 1), bool)
-        return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}) > 0
+        return decode_mask(rle)
 
 
 class _Recorder:
@@ -110,7 +104,7 @@ def run_official(fixture: Fixture, threads: int | None = None) -> dict[str, np.n
     model, _ = load_checkpoint(fixture.root / "checkpoint.pt", config=load_config_file(fixture.root / "model.yaml"))
     size = model.image_size
     recorder = _Recorder()
-    config = OFFICIAL.__class__(**{**OFFICIAL.__dict__, "pointer_frames": len(fixture.frames)})
+    config = replace(OFFICIAL, pointer_frames=len(fixture.frames))
     tracker = CorrespondenceTracker(model, config, probe=recorder)
     src_view = "ego" if "aria" in fixture.source_cam else "exo"
     processed, resized = [], {"src": [], "tgt": []}

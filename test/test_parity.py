@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import shutil
 
 import numpy as np
@@ -73,7 +74,7 @@ def test_streaming_tracker_reproduces_the_reference_at_camera_resolution():
     fixture = Fixture.read(PARITY_FIXTURE)
     ref = np.load(PARITY_FIXTURE / "outputs.npz")
     model, _ = load_checkpoint(PARITY_FIXTURE / "checkpoint.pt", config=load_config_file(PARITY_FIXTURE / "model.yaml"))
-    config = OFFICIAL.__class__(**{**OFFICIAL.__dict__, "pointer_frames": len(fixture.frames)})
+    config = replace(OFFICIAL, pointer_frames=len(fixture.frames))
     tracker = CorrespondenceTracker(model, config)
     results = []
     for frame in fixture.frames:

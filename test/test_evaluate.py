@@ -1,0 +1,77 @@
+"""`lmeec evaluate` on synthetic takes: formats, protocols, baselines and the metric wiring."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lmeec_core.cli import main
+from lmeec_core.data.synthetic import SceneConfig, render_scene
+from lmeec_core.data.takes import decode_mask, write_take
+from lmeec_core.errors import InputError
+from lmeec_core.evaluate import CopySourceBox, evaluate, sequences
+
+
+@pytest.fixture(scope="module")
+def takes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("takes")
+    for seed in (21, 22):
+        write_take(root, f"take{seed}", render_scene(SceneConfig(seed=seed, num_frames=6, ego_size=(64, 64),
+                                                                 exo_size=(72, 96))), image_format="png", mask_scale=2)
+    return root
+
+
+class Oracle:
+    """Returns the target GT mask: the evaluation must then report IoU 1 on every frame."""
+
+    def __init__(self, seq):
+        self.seq, self.frames = seq, iter(f for f in seq.frames if seq.take.load_mask(seq.obj, seq.source, f).any())
+
+    def predict(self, source_image, target_image, source_mask, first):
+        gt = self.seq.take.load_mask(self.seq.obj, self.seq.target, next(self.frames))
+        return gt[::2, ::2], 1.0
+
+
+def test_an_oracle_scores_perfectly_and_outputs_follow_the_challenge_format(takes, tmp_path):
+    summary = evaluate(takes, Oracle, tmp_path, direction="ego2exo", protocol="official")
+    total = summary["total"]
+    assert total["n_frames"] > 0 and total["iou"] == pytest.approx(1.0, abs=1e-6) and total["le"] == 0.0
+    predictions = json.loads((tmp_path / "predictions.json").read_text())["ego-exo"]["results"]
+    assert set(predictions) == {"take21", "take22"}
+    frame_entries = predictions["take21"]["masks"]["target"]["aria01_214-1_cam01"]
+    entry = next(iter(frame_entries.values()))
+    assert entry["confidence"] == 1.0 and decode_mask(entry["pred_mask"]).shape == (72, 96)
+    assert json.loads((tmp_path / "metrics.json").read_text())["sequences"][0]["sequence"].startswith("take21/")
+    assert len(list(tmp_path.glob("iou_*.png"))) == 2
+    assert (tmp_path / "per_sequence.csv").read_text().startswith("sequence,iou,ca,le,ba")
+
+
+def test_sequences_follow_the_direction(takes):
+    ego2exo = next(sequences(takes, "ego2exo"))
+    exo2ego = next(sequences(takes, "exo2ego"))
+    assert (ego2exo.source, ego2exo.target) == ("aria01_214-1", "cam01")
+    assert (exo2ego.source, exo2ego.target) == ("cam01", "aria01_214-1")
+
+
+def test_copy_box_baseline_maps_the_box_in_normalised_coordinates():
+    source = np.zeros((10, 20), bool)
+    source[2:4, 5:10] = True
+    mask, score = CopySourceBox().predict(None, np.zeros((20, 40, 3), np.uint8), source, first=True)
+    expected = np.zeros((20, 40), bool)
+    expected[4:8, 10:20] = True
+    assert score == 1.0 and np.array_equal(mask, expected)
+
+
+def test_cli_runs_the_model_in_both_protocols(takes, tmp_path, capsys):
+    for protocol in ("official", "robot"):
+        out = tmp_path / protocol
+        assert main(["evaluate", str(takes), "--out", str(out), "--protocol", protocol, "--no-plots",
+                     "--direction", "exo2ego"]) == 0
+        assert set(json.loads(capsys.readouterr().out)) >= {"iou", "ca", "le", "ba", "n_frames"}
+        assert "exo-ego" in json.loads((out / "predictions.json").read_text())
+
+
+def test_bad_protocol_is_refused(takes, tmp_path):
+    with pytest.raises(InputError, match="protocol"):
+        evaluate(takes, Oracle, tmp_path, protocol="oracle")
