@@ -44,6 +44,34 @@ def _add_parity(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_parity)
 
 
+def _checkpoint(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from .model import load_checkpoint, load_config_file
+
+    config = load_config_file(args.config) if args.config else None
+    model, report = load_checkpoint(args.path, config=config, preset=args.preset)
+    digest = hashlib.sha256()
+    with open(args.path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    _print_json({
+        "summary": report.summary(), "kind": report.kind, "preset": report.preset,
+        "image_size": model.image_size, "fusion": model.fusion,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "freshly_initialised": report.initialised, "meta": report.meta, "sha256": digest.hexdigest(),
+    })
+    return 0
+
+
+def _add_checkpoint(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("checkpoint", help="load a checkpoint strictly and describe it")
+    p.add_argument("path")
+    p.add_argument("--preset", help="for files that do not say (official LM-EEC: b+, recognised automatically)")
+    p.add_argument("--config", help="sam2-format model YAML, for files of a non-preset model")
+    p.set_defaults(handler=_checkpoint)
+
+
 def _add_tracker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
@@ -129,7 +157,7 @@ def _lazy(module: str, adder: str) -> Callable[[argparse._SubParsersAction], Non
     return add
 
 
-COMMANDS = [_add_parity, _add_bench, _add_evaluate]
+COMMANDS = [_add_parity, _add_bench, _add_evaluate, _add_checkpoint]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -155,3 +155,17 @@ def test_bad_config_is_a_config_error():
         build_model(config)
     with pytest.raises(ConfigError, match="'model' node"):
         build_model({"image_encoder": {}})
+
+
+def test_checkpoint_command_describes_a_file(tmp_path, nano_model, capsys):
+    import json
+
+    from lmeec_core.cli import main
+
+    path = save_checkpoint(nano_model, tmp_path / "m.pt", preset_config("nano", image_size=128), meta={"preset": "nano"})
+    assert main(["checkpoint", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "lmeec_ros" and info["image_size"] == 128 and len(info["sha256"]) == 64
+    torch.save({"model": nano_model.state_dict()}, tmp_path / "anon.pt")
+    assert main(["checkpoint", str(tmp_path / "anon.pt")]) == 2
+    assert "pass a preset or a model config" in capsys.readouterr().err
