@@ -1,0 +1,444 @@
+"""The `lmeec` lifecycle node: ego/exo images in, the target's mask and box in the other camera out.
+
+Lifecycle: configure loads the model (a bad checkpoint fails the transition with the reason and
+leaves the node unconfigured, alive, ready for another try); activate subscribes to the cameras;
+deactivate unsubscribes; cleanup frees the model. With `autostart` (default) the node configures
+and activates itself.
+
+Threads: subscriptions pair images and hand the newest pair to a single inference worker, which
+drops what it had no time for; services run in their own callback group so that set_target is
+answered while images keep flowing. The tracker is used under one lock.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import traceback
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+
+from lmeec_core.errors import InputError, LmeecError, StateError
+from lmeec_core.sync import NS_PER_S
+from lmeec_core.tracker import Correspondence as Result
+from lmeec_core.tracker import CorrespondenceTracker, TrackerConfig
+from lmeec_ros import params
+from lmeec_ros.diagnostics import Health, Snapshot
+from lmeec_ros.frame_pair import VIEWS, FramePair, ImageMsg, PairHistory, other_view, stamp_ns
+from lmeec_ros.image_codec import compressed_to_rgb, image_to_rgb, import_cv2
+from lmeec_ros.newest_only_worker import NewestOnlyWorker
+from lmeec_ros.outputs import OutputPublishers
+from lmeec_ros.pairing import BACKEND, CameraPairing
+from lmeec_ros.prompt import describe_prompt, prompt_from_request
+from lmeec_ros.srv import SetTarget
+
+NODE_NAME = "lmeec"
+LOG_THROTTLE_S = 5.0
+WORKER_STOP_TIMEOUT_S = 10.0
+
+
+def load_tracker(settings: params.Settings) -> CorrespondenceTracker:
+    """The tracker the parameters describe; raises LmeecError subclasses with the reason."""
+    config = TrackerConfig(
+        device=_resolve_device(settings.device), dtype=settings.dtype, compression=settings.compression,
+        capacity=settings.capacity, banks=settings.banks, visibility_threshold=settings.visibility_threshold,
+        max_time_gap_s=settings.max_time_gap, compile=settings.compile)
+    return CorrespondenceTracker.from_checkpoint(settings.checkpoint or None, preset=settings.preset or None,
+                                                 config=config)
+
+
+def _resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _reason(exc: Exception) -> str:
+    """The message of an expected refusal; the type too for anything else."""
+    return str(exc) if isinstance(exc, (LmeecError, ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
+
+
+class LmeecNode(LifecycleNode):
+    """See the module docstring; docs/ros.md lists topics, services and parameters."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        params.declare(self)
+        self._settings = params.Settings()      # replaced by the parameters' values at configure
+        self._state = "unconfigured"
+        self._configure_error = ""
+        self._health = Health()
+        self._history = PairHistory(self._settings.history_size)
+        self._tracker: CorrespondenceTracker | None = None
+        self._tracker_lock = threading.Lock()
+        # Guarded by _tracker_lock: the target followed (0 = none), the newest pair stamp it has
+        # seen (older pairs are late and skipped), each camera's last resolution.
+        self._target_id = 0
+        self._last_stamp_ns: int | None = None
+        self._sizes: dict[str, tuple[int, int]] = {}
+        self._bank_sizes: dict[str, int] = {}
+        self._time_jumped = threading.Event()
+        self._last_logged: dict[str, float] = {}
+        self._outputs: OutputPublishers | None = None
+        self._pairing: CameraPairing | None = None
+        self._worker: NewestOnlyWorker[FramePair] | None = None
+        self._image_group = MutuallyExclusiveCallbackGroup()
+        service_group = MutuallyExclusiveCallbackGroup()
+        self.create_service(SetTarget, "~/set_target", self._on_set_target, callback_group=service_group)
+        self.create_service(Trigger, "~/clear_target", self._on_clear_target, callback_group=service_group)
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        period = self.get_parameter("diagnostics_period").value
+        if params.check_value("diagnostics_period", period):
+            period = self._settings.diagnostics_period
+        self.create_timer(float(period), self._publish_diagnostics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    # Lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Configure and activate (autostart); a failure is logged and leaves the node waiting."""
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            settings = params.read(self)
+            if settings.compressed:
+                import_cv2()
+            tracker = load_tracker(settings)
+        except Exception as exc:  # noqa: BLE001 - any failure must leave the node alive and say why
+            if not isinstance(exc, (LmeecError, ValueError, OSError)):
+                self.get_logger().error(traceback.format_exc())
+            self._configure_error = f"configure failed: {_reason(exc)}"
+            self.get_logger().error(self._configure_error)
+            return TransitionCallbackReturn.FAILURE
+        if not settings.checkpoint:
+            self.get_logger().warning(
+                f"no checkpoint: running a randomly initialised '{settings.preset or 'nano'}' model, "
+                "whose masks are meaningless; set the `checkpoint` parameter")
+        self._settings, self._tracker, self._configure_error = settings, tracker, ""
+        self._history = PairHistory(settings.history_size)
+        self._outputs = OutputPublishers(self, settings.publish_overlay)
+        self._state = "inactive"
+        self.get_logger().info(f"configured: {settings.checkpoint or 'random ' + (settings.preset or 'nano')} "
+                               f"on {tracker.device}")
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        s = self._settings
+        msg_type = CompressedImage if s.compressed else Image
+        qos = QoSProfile(depth=s.queue_size, durability=DurabilityPolicy.VOLATILE,
+                         reliability=ReliabilityPolicy.RELIABLE if s.reliability == "reliable"
+                         else ReliabilityPolicy.BEST_EFFORT)
+        self._worker = NewestOnlyWorker("lmeec-inference", self._process_pair, self._on_worker_error,
+                                        self._min_period_s)
+        self._worker.start()
+        self._pairing = CameraPairing(self, msg_type, self._input_topics(), qos, s.queue_size, s.slop,
+                                      self._image_group, self._on_image, self._on_pair, self._on_time_jump)
+        self._health.restart_silence_clock()
+        self._state = "active"
+        topics = self._input_topics()
+        self.get_logger().info(f"active: pairing {topics['ego']} and {topics['exo']} with {BACKEND} "
+                               f"(slop {s.slop} s); call ~/set_target to start")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self._state = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._free_model()
+        self._state = "unconfigured"
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release()
+        self._state = "finalized"
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release()
+        self._state = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def release(self) -> None:
+        """Stop inputs and free the model, whatever the state (shutdown, errors, process exit)."""
+        self._stop_inputs()
+        self._free_model()
+
+    def _stop_inputs(self) -> None:
+        if self._pairing is not None:
+            self._pairing.destroy()
+            self._pairing = None
+        if self._worker is not None:
+            if not self._worker.stop(WORKER_STOP_TIMEOUT_S):
+                self.get_logger().warning("inference worker still busy after "
+                                          f"{WORKER_STOP_TIMEOUT_S:.0f} s; leaving it to finish")
+            self._worker = None
+
+    def _free_model(self) -> None:
+        if self._outputs is not None:
+            self._outputs.destroy()
+            self._outputs = None
+        with self._tracker_lock:
+            self._tracker, self._target_id, self._last_stamp_ns = None, 0, None
+            self._sizes, self._bank_sizes = {}, {}
+        self._history.clear()
+
+    # Inputs ---------------------------------------------------------------------------------
+
+    def _input_topics(self) -> dict[str, str]:
+        suffix = "/compressed" if self._settings.compressed else ""
+        return {v: self.resolve_topic_name(getattr(self._settings, f"{v}_topic") + suffix) for v in VIEWS}
+
+    def _min_period_s(self) -> float:
+        rate = self._settings.max_rate_hz
+        return 1.0 / rate if rate > 0 else 0.0
+
+    def _on_image(self, view: str, msg: ImageMsg) -> None:
+        self._health.image(view)
+
+    def _on_pair(self, pair: FramePair) -> None:
+        self._history.add(pair)
+        self._health.pair()
+        if self._target_id and self._worker is not None:
+            self._worker.submit(pair)
+
+    def _on_time_jump(self, view: str, back_ns: int) -> None:
+        self._history.clear()
+        if self._worker is not None:
+            self._worker.discard_pending()
+        self._time_jumped.set()
+        text = (f"{view} stamps went back {back_ns / NS_PER_S:.3f} s (bag loop or clock reset): "
+                "temporal memory reset, target kept")
+        self._health.problem("time_jumps", text)
+        self.get_logger().warning(text)
+
+    def _decode(self, pair: FramePair) -> dict:
+        """RGB arrays of both images; InputError names the camera and what is wrong."""
+        decode = compressed_to_rgb if self._settings.compressed else image_to_rgb
+        images = {}
+        for view in VIEWS:
+            try:
+                images[view] = decode(pair.msg(view))
+            except InputError as exc:
+                raise InputError(f"{view} image: {exc}") from exc
+        return images
+
+    def _header(self, view: str, msg: ImageMsg) -> Header:
+        frame_id = getattr(self._settings, f"{view}_frame_id") or msg.header.frame_id
+        return Header(stamp=msg.header.stamp, frame_id=frame_id)
+
+    # Inference (worker thread) --------------------------------------------------------------
+
+    def _process_pair(self, pair: FramePair) -> None:
+        try:
+            images = self._decode(pair)
+        except InputError as exc:
+            self._input_problem("bad_images", str(exc))
+            return
+        with self._tracker_lock:
+            if not self._target_id or self._tracker is None:
+                return
+            if self._time_jumped.is_set():
+                self._time_jumped.clear()
+                self._tracker.reset()
+                self._last_stamp_ns = None
+            if self._last_stamp_ns is not None and pair.stamp_ns <= self._last_stamp_ns:
+                self._health.count("late_pairs")
+                return
+            self._check_resolutions(images)
+            target_id = self._target_id
+            try:
+                result = self._tracker.step(images["ego"], images["exo"], stamp=pair.stamp_ns / NS_PER_S)
+            except InputError as exc:
+                self._input_problem("bad_images", str(exc))
+                return
+            self._last_stamp_ns = pair.stamp_ns
+            self._bank_sizes = self._tracker.memory_stats()
+        if result.memory_reset:
+            self._health.count("memory_resets")
+            self.get_logger().info(f"stamp gap over max_time_gap ({self._settings.max_time_gap} s) or backwards: "
+                                   "temporal memory reset, target kept")
+        self._publish(result, pair, target_id, images)
+
+    def _check_resolutions(self, images: dict) -> None:
+        """A camera changing resolution resets the memory (called under the tracker lock)."""
+        sizes = {v: images[v].shape[:2] for v in VIEWS}
+        changed = [v for v in VIEWS if self._sizes.get(v, sizes[v]) != sizes[v]]
+        if changed:
+            text = "; ".join(f"{v} resolution changed from {self._sizes[v][1]}x{self._sizes[v][0]} to "
+                             f"{sizes[v][1]}x{sizes[v][0]}" for v in changed) + ": temporal memory reset, target kept"
+            self._tracker.reset()
+            self._input_problem("resolution_changes", text)
+        self._sizes = sizes
+
+    def _publish(self, result: Result, pair: FramePair, target_id: int, images: dict) -> None:
+        if self._outputs is None or self._state != "active":
+            return
+        target, source = result.target_view, result.source_view
+        target_header = self._header(target, pair.msg(target))
+        self._outputs.publish(result, target_id, target_header, self._header(source, pair.msg(source)),
+                              images[target])
+        latency_ns = self.get_clock().now().nanoseconds - stamp_ns(target_header.stamp)
+        self._health.result(latency_ns / 1e6)
+
+    def _input_problem(self, kind: str, text: str) -> None:
+        """Count and report a bad input; log each kind at most once per LOG_THROTTLE_S."""
+        self._health.problem(kind, text)
+        now = time.monotonic()
+        if now - self._last_logged.get(kind, -LOG_THROTTLE_S) >= LOG_THROTTLE_S:
+            self._last_logged[kind] = now
+            self.get_logger().warning(text)
+
+    def _on_worker_error(self, exc: Exception) -> None:
+        self._health.problem("step_errors", f"inference failed: {type(exc).__name__}: {exc}")
+        self.get_logger().error("inference failed:\n" + "".join(traceback.format_exception(exc)),
+                                throttle_duration_sec=LOG_THROTTLE_S)
+
+    # Services -------------------------------------------------------------------------------
+
+    def _on_set_target(self, request: SetTarget.Request, response: SetTarget.Response) -> SetTarget.Response:
+        try:
+            response.target_id, response.message = self._set_target(request)
+            response.success = True
+            self.get_logger().info(response.message)
+        except Exception as exc:  # noqa: BLE001 - a request must never take the node down
+            if not isinstance(exc, LmeecError):
+                self.get_logger().error(traceback.format_exc())
+            response.success, response.target_id = False, 0
+            response.message = f"set_target refused: {_reason(exc)}"
+            self._health.count("set_target_refused")
+            self.get_logger().warning(response.message)
+        return response
+
+    def _set_target(self, request: SetTarget.Request) -> tuple[int, str]:
+        if self._state != "active":
+            raise StateError(f"the node is {self._state}; expected it active (configure and activate it)")
+        if request.view not in VIEWS:
+            raise InputError(f"view {request.view!r} is unknown; expected 'ego' or 'exo'")
+        pair = self._pair_for(request.view, stamp_ns(request.stamp))
+        prompt = prompt_from_request(request)
+        images = self._decode(pair)
+        with self._tracker_lock:
+            if self._tracker is None:
+                raise StateError("the model was unloaded while the request was handled")
+            result = self._tracker.set_target(request.view, images["ego"], images["exo"], **prompt)
+            target_id = self._target_id = self._tracker.target_id
+            self._last_stamp_ns = pair.stamp_ns
+            self._sizes = {v: images[v].shape[:2] for v in VIEWS}
+            self._bank_sizes = self._tracker.memory_stats()
+        self._publish(result, pair, target_id, images)
+        seen = f"visible (score {result.score:.2f})" if result.visible else f"not visible (score {result.score:.2f})"
+        return target_id, (f"target {target_id} set in {request.view} ({describe_prompt(prompt)}); "
+                           f"following it in {other_view(request.view)}, {seen} on this pair")
+
+    def _pair_for(self, view: str, wanted_ns: int) -> FramePair:
+        """The pair a set_target stamp names (zero: the latest one)."""
+        if wanted_ns == 0:
+            pair = self._history.latest()
+            if pair is None:
+                topics = self._input_topics()
+                raise StateError(f"no synchronised ego/exo pair received yet; expected images on {topics['ego']} "
+                                 f"and {topics['exo']} with stamps within slop={self._settings.slop} s")
+            return pair
+        pair = self._history.find(view, wanted_ns, int(self._settings.slop * NS_PER_S))
+        if pair is None:
+            raise InputError(f"no recent pair has an {view} image stamped {wanted_ns / NS_PER_S:.3f} s "
+                             f"(within slop={self._settings.slop} s): {self._history.describe(view)}")
+        return pair
+
+    def _on_clear_target(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._tracker_lock:
+            cleared, self._target_id, self._last_stamp_ns = self._target_id, 0, None
+            if self._tracker is not None:
+                self._tracker.clear()
+        if self._worker is not None:
+            self._worker.discard_pending()
+        response.success = True
+        response.message = f"target {cleared} cleared" if cleared else "no target was set"
+        self.get_logger().info(response.message)
+        return response
+
+    # Parameters and diagnostics -------------------------------------------------------------
+
+    def _on_set_parameters(self, changes: list[Parameter]) -> SetParametersResult:
+        specs = params.specs()
+        accepted = {}
+        for change in changes:
+            if change.name not in specs:
+                continue
+            problem = params.check_value(change.name, change.value)
+            if not problem and self._state != "unconfigured" and not specs[change.name][1].dynamic:
+                problem = (f"{change.name} is read at configure; expected changes while unconfigured "
+                           "(deactivate and clean up first)")
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+            accepted[change.name] = type(specs[change.name][0])(change.value)
+        if self._state != "unconfigured":
+            self._settings = dataclasses.replace(self._settings, **accepted)
+        return SetParametersResult(successful=True)
+
+    def _publish_diagnostics(self) -> None:
+        snap = Snapshot(
+            state=self._state, detail=self._detail(), device=self._device_name(), sync_backend=BACKEND,
+            topics=self._input_topics() if self._state == "active" else {},
+            input_timeout_s=self._settings.input_timeout,
+            dropped_pairs=self._worker.dropped if self._worker is not None else 0,
+            bank_sizes=dict(self._bank_sizes))
+        array = DiagnosticArray(status=[self._health.status(snap)])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics.publish(array)
+
+    def _detail(self) -> str:
+        if self._configure_error:
+            return self._configure_error
+        if self._state != "active":
+            return ""
+        if not self._target_id:
+            return "no target: call ~/set_target"
+        tracker = self._tracker
+        source = tracker.source_view if tracker is not None else "?"
+        return f"following target {self._target_id} from {source} in {other_view(source)}"
+
+    def _device_name(self) -> str:
+        tracker = self._tracker
+        return str(tracker.device) if tracker is not None else self._settings.device
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the node until SIGINT/SIGTERM (`lmeec_node --ros-args --params-file config/lmeec.yaml`)."""
+    rclpy.init(args=args)
+    node = LmeecNode()
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        if node.get_parameter("autostart").value is True:
+            node.start()
+        else:
+            node.get_logger().info("autostart is off: waiting for lifecycle transitions")
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.release()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
