@@ -1,0 +1,539 @@
+"""Training LM-EEC with the paper's recipe (spec section 7) on synthetic rooms.
+
+One step takes B clips of T consecutive frame pairs. Frame by frame, as the official
+`_prepare_memory_conditioned_features_wo_prompt`: F_view from the source memory of the current
+frame (GT source mask), F_mem from the last M frames of both banks (uncompressed FIFO, temporal
+encoding by relative offset: t-1 -> slot 0) plus the target object pointers, fusion (MV-MoE or
+the configured ablation), the decoder without a dense prompt; the target memory is encoded from
+the prediction, so errors propagate through time as at inference. Losses: `lmeec_core.losses`.
+
+On top of the paper, an optional source-view tracking loss trains what the robot mode of the
+tracker runs (`CorrespondenceEngine.track_source`): the clip's first source mask is the prompt,
+later frames are segmented in the source view from the prompt memory, the source bank and the
+source object pointers.
+
+Optimiser: AdamW, one learning rate for the image encoder and one for the rest, layer-wise decay
+on the Hiera trunk, weight decay except on biases and norms, gradient clipping, cosine schedule.
+`torchrun` launches DistributedDataParallel; on CUDA the forward runs under bf16 autocast.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from sam2.modeling.sam2_utils import LayerNorm2d
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .data.clips import DIRECTION_CHOICES, ClipBatch, SyntheticClipConfig, SyntheticClips, collate_clips
+from .errors import CheckpointError, ConfigError
+from .losses import LOSS_TERMS, LossAccumulator, LossWeights
+from .model import FORMAT, LMEEC, MaskPrediction, ViewFeatures, build_model, load_checkpoint, preset_config
+from .model.checkpoint import read_checkpoint_file, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = "lmeec_ros.train_state/1"
+STATE_FILE = "train_state.pt"
+MODEL_FILE = "model.pt"
+METRICS_FILE = "metrics.csv"
+
+
+def _arg(default: Any, help: str) -> Any:  # noqa: A002 - argparse's word
+    """A TrainConfig field with its command-line help text."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; the defaults are the paper's fine-tuning recipe."""
+
+    out_dir: str = _arg("runs/lmeec", "run folder: train_state.pt, model.pt, metrics.csv, tb/")
+    preset: str = _arg("nano", "model preset when not initialising from a project checkpoint")
+    image_size: int | None = _arg(None, "model input size (multiple of 32); default: the preset's")
+    fusion: str | None = _arg(None, "moe | add | view | memory; default: moe, or the init checkpoint's")
+    init: str | None = _arg(None, "initial weights: a SAM 2.1, official LM-EEC or lmeec_ros checkpoint; "
+                                  "none = from scratch")
+    data: str = _arg("synthetic", "training data: 'synthetic' (rooms rendered on the fly)")
+    direction: str = _arg("random", "ego2exo | exo2ego | random (per clip)")
+    clip_frames: int = _arg(8, "T, consecutive frames per clip")
+    memory_size: int = _arg(6, "M, past frames per memory bank (at most num_maskmem - 1)")
+    pointer_frames: int | None = _arg(None, "object pointers span pointer_frames - 1 frames and their "
+                                            "distances are normalised by it; default min(T, 16) as the "
+                                            "official training, 16 matches the tracker")
+    scenes: int = _arg(10_000, "synthetic: number of training rooms (seeds disjoint from held-out ones)")
+    scene_frames: int = _arg(60, "synthetic: frames per room that clips are cut from")
+    scene_fps: float = _arg(3.0, "synthetic: frame rate, i.e. 1/fps seconds between clip frames")
+    steps: int = _arg(1000, "optimiser steps")
+    batch_size: int = _arg(1, "clips per step and process")
+    lr: float = _arg(5e-6, "peak learning rate of everything but the image encoder")
+    vision_lr: float = _arg(3e-6, "peak learning rate of the image encoder")
+    lr_end_factor: float = _arg(0.1, "cosine schedule ends at lr * lr_end_factor")
+    warmup_steps: int = _arg(0, "linear warm-up steps before the cosine schedule")
+    layer_decay: float = _arg(0.9, "layer-wise learning-rate decay on the Hiera trunk")
+    weight_decay: float = _arg(0.1, "AdamW weight decay (0 on biases and norms)")
+    grad_clip: float = _arg(0.1, "gradient clipping, max L2 norm")
+    loss_mask: float = _arg(20.0, "weight of the sigmoid focal mask loss")
+    loss_dice: float = _arg(1.0, "weight of the dice loss")
+    loss_iou: float = _arg(1.0, "weight of the IoU-prediction L1 loss")
+    loss_score: float = _arg(1.0, "weight of the object-score BCE")
+    source_loss_weight: float = _arg(1.0, "weight of the source-view tracking loss (0 = the paper's recipe)")
+    seed: int = _arg(0, "seed of the initial weights, the clip sampling and dropout")
+    device: str = _arg("auto", "auto | cpu | cuda | cuda:N (torchrun: the local rank's GPU)")
+    threads: int | None = _arg(None, "torch CPU threads (torch.set_num_threads)")
+    num_workers: int = _arg(0, "DataLoader worker processes rendering or reading clips")
+    log_every: int = _arg(10, "steps between CSV/TensorBoard rows")
+    save_every: int = _arg(200, "steps between training-state checkpoints (and at the end)")
+    resume: bool = _arg(False, "continue from out_dir/train_state.pt")
+    half: bool = _arg(False, "store the exported model.pt in float16")
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.direction in DIRECTION_CHOICES, f"direction {self.direction!r}; expected one of {DIRECTION_CHOICES}"),
+            (self.data == "synthetic", f"data {self.data!r}; expected 'synthetic'"),
+            (self.clip_frames >= 1 and self.steps >= 1 and self.batch_size >= 1,
+             "clip_frames, steps and batch_size must be >= 1"),
+            (self.memory_size >= 1, f"memory_size {self.memory_size}; expected >= 1"),
+            (self.pointer_frames is None or self.pointer_frames >= 2,
+             f"pointer_frames {self.pointer_frames}; expected >= 2"),
+            (0 < self.lr_end_factor <= 1, f"lr_end_factor {self.lr_end_factor}; expected in (0, 1]"),
+            (self.grad_clip > 0 and self.log_every >= 1 and self.save_every >= 1,
+             "grad_clip, log_every and save_every must be positive"),
+        ]
+        problems = [text for ok, text in checks if not ok]
+        if problems:
+            raise ConfigError("train config: " + "; ".join(problems))
+
+    @property
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(self.loss_mask, self.loss_dice, self.loss_iou, self.loss_score)
+
+
+# --------------------------------------------------------------------------------------------
+# The clip forward
+
+
+def _tokens(memory_map: torch.Tensor) -> torch.Tensor:
+    """[B, C, h, w] -> sequence-first [hw, B, C]."""
+    return memory_map.flatten(2).permute(2, 0, 1)
+
+
+def _frame_rows(view: ViewFeatures, t: int, batch: int) -> ViewFeatures:
+    """Frame t of views encoded frame-major as one [T*B] batch."""
+    rows = slice(t * batch, (t + 1) * batch)
+    return ViewFeatures(view.feat[:, rows], view.pos[:, rows], [h[rows] for h in view.high_res], view.size)
+
+
+@dataclass
+class _ClipMemory:
+    """What earlier frames of the clip leave for later ones (nothing is compressed in training)."""
+
+    source: list[torch.Tensor]  # per frame: memory tokens of the GT source mask [hw, B, C]
+    pos: torch.Tensor  # spatial encoding of every memory [hw, B, C]
+    target: list[torch.Tensor] = field(default_factory=list)  # per frame: memory of the prediction
+    target_pointers: list[torch.Tensor] = field(default_factory=list)
+    source_pointers: list[torch.Tensor] = field(default_factory=list)  # source tracking; [0] = prompt
+
+
+class ClipForward(nn.Module):
+    """The training forward of one clip batch, as a module so that DDP can drive it.
+
+    Returns the weighted loss ("loss") and, detached, every term and the training IoUs.
+    """
+
+    def __init__(self, model: LMEEC, memory_size: int, pointer_frames: int, weights: LossWeights,
+                 source_loss_weight: float) -> None:
+        super().__init__()
+        if not 1 <= memory_size <= model.num_maskmem - 1:
+            raise ConfigError(f"memory_size {memory_size}; this model has temporal encodings for at most "
+                              f"{model.num_maskmem - 1} past frames")
+        self.model = model
+        self.memory_size = memory_size
+        self.max_distance = min(pointer_frames, model.max_obj_ptrs_in_encoder) - 1
+        self.weights = weights
+        self.source_loss_weight = source_loss_weight
+
+    def forward(self, batch: ClipBatch) -> dict[str, torch.Tensor]:
+        model, frames, size = self.model, batch.num_frames, batch.batch_size
+        source_all = model.encode_image(batch.source_images.flatten(0, 1))
+        target_all = model.encode_image(batch.target_images.flatten(0, 1))
+        ones = torch.ones(frames * size, 1, device=batch.source_images.device)
+        source_maps, pos = model.encode_memory(source_all, batch.source_masks.flatten(0, 1), ones)
+        memory = _ClipMemory(source=list(_tokens(source_maps).split(size, dim=1)), pos=_tokens(pos)[:, :size])
+        target_loss, source_loss = LossAccumulator(size), LossAccumulator(size)
+        for t in range(frames):
+            target = _frame_rows(target_all, t, size)
+            target_loss.add(self._cross_view(t, target, memory), batch.target_masks[t])
+            if self.source_loss_weight > 0:
+                source = _frame_rows(source_all, t, size)
+                source_loss.add(self._track_source(t, source, memory), batch.source_masks[t])
+        return self._outputs(target_loss, source_loss)
+
+    def _outputs(self, target: LossAccumulator, source: LossAccumulator) -> dict[str, torch.Tensor]:
+        loss = self.weights.total(target.terms)
+        out = {f"target_{name}": target.terms[name].detach() for name in LOSS_TERMS}
+        out["target_iou_train"] = torch.tensor(target.mean_iou())
+        if self.source_loss_weight > 0:
+            loss = loss + self.source_loss_weight * self.weights.total(source.terms)
+            out.update({f"source_{name}": source.terms[name].detach() for name in LOSS_TERMS})
+            out["source_iou_train"] = torch.tensor(source.mean_iou())
+        out["loss"] = loss
+        return out
+
+    def _window(self, t: int, first: int = 0) -> range:
+        return range(max(first, t - self.memory_size), t)
+
+    def _bank(self, t: int, banks: list[list[torch.Tensor]], pos: torch.Tensor) -> tuple[list, list]:
+        """FIFO banks over frames t-M..t-1; temporal slot by relative offset (t-1 -> 0), spec 7.3."""
+        tokens, encodings = [], []
+        for bank in banks:
+            for j in self._window(t):
+                tokens.append(bank[j])
+                encodings.append(pos + self.model.temporal_encoding(t - j - 1))
+        return tokens, encodings
+
+    def _pointers(self, t: int, pointers: list[torch.Tensor], first: int = 0) -> list[tuple[int, torch.Tensor]]:
+        """Pointers of frames t-1 .. t-max_distance, newest first (SAM 2's non-conditioning rule)."""
+        return [(d, pointers[t - d]) for d in range(1, self.max_distance + 1) if t - d >= first]
+
+    def _attend(self, view: ViewFeatures, tokens: list[torch.Tensor], encodings: list[torch.Tensor],
+                pointers: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
+        """Memory attention over [tokens; pointer tokens]."""
+        num_pointer_tokens = 0
+        if pointers:
+            ptr_tokens, ptr_pos = self.model.pointer_memory(pointers, self.max_distance)
+            tokens, encodings = [*tokens, ptr_tokens], [*encodings, ptr_pos]
+            num_pointer_tokens = ptr_tokens.shape[0]
+        return self.model.condition(view, torch.cat(tokens), torch.cat(encodings), num_pointer_tokens)
+
+    def _cross_view(self, t: int, target: ViewFeatures, memory: _ClipMemory) -> MaskPrediction:
+        """The official target-view step: F_view, F_mem, fusion, decoder; stores the target memory."""
+        model = self.model
+        f_view = model.condition(target, memory.source[t], memory.pos)
+        f_mem = None
+        if t > 0:
+            tokens, encodings = self._bank(t, [memory.source, memory.target], memory.pos)
+            f_mem = self._attend(target, tokens, encodings, self._pointers(t, memory.target_pointers))
+        prediction = model.predict_mask(model.fuse(f_mem, f_view), target)
+        target_memory, _ = model.encode_memory(target, prediction.high_res, prediction.score_logit)
+        memory.target.append(_tokens(target_memory))
+        memory.target_pointers.append(prediction.obj_ptr)
+        return prediction
+
+    def _track_source(self, t: int, source: ViewFeatures, memory: _ClipMemory) -> MaskPrediction:
+        """Source tracking as `CorrespondenceEngine`: frame 0 is the mask prompt, later frames are tracked.
+
+        Frame 0 is decoded against its own memory to give the prompt pointer (`set_prompt`); frame t
+        attends to the prompt memory (conditioning slot), the source bank and the source pointers.
+        The bank holds GT-mask memories, as the cross-view branch's does (teacher forcing).
+        """
+        model = self.model
+        prompt_pos = memory.pos + model.temporal_encoding(model.num_maskmem - 1)
+        if t == 0:
+            prediction = model.predict_mask(model.condition(source, memory.source[0], prompt_pos), source)
+        else:
+            tokens, encodings = self._bank(t, [memory.source], memory.pos)
+            pointers = [(min(t, self.max_distance), memory.source_pointers[0]),
+                        *self._pointers(t, memory.source_pointers, first=1)]
+            conditioned = self._attend(source, [memory.source[0], *tokens], [prompt_pos, *encodings], pointers)
+            prediction = model.predict_mask(conditioned, source)
+        memory.source_pointers.append(prediction.obj_ptr)
+        return prediction
+
+
+# --------------------------------------------------------------------------------------------
+# Model, optimiser, schedule
+
+
+def initial_model(config: TrainConfig) -> tuple[LMEEC, dict[str, Any]]:
+    """The network to train and the configuration stored with it (from scratch, or an init checkpoint)."""
+    torch.manual_seed(config.seed)
+    if config.init is None:
+        model_config = preset_config(config.preset, image_size=config.image_size, fusion=config.fusion or "moe")
+        return build_model(model_config), model_config
+    data = read_checkpoint_file(config.init)
+    model_config = data.get("config") if data.get("format") == FORMAT else None
+    model, report = load_checkpoint(config.init, config=model_config, preset=None if model_config else config.preset,
+                                    image_size=config.image_size, fusion=config.fusion or "moe")
+    log.info("initialised from %s", report.summary())
+    if model_config is None:
+        model_config = preset_config(report.preset, image_size=config.image_size, fusion=config.fusion or "moe")
+    if config.fusion:
+        model.fusion = model_config["model"]["fusion"] = config.fusion
+    return model, model_config
+
+
+def param_groups(model: LMEEC, config: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: two base rates, layer-wise decay on the trunk, no weight decay on biases and norms.
+
+    Layer ids are Hiera's own (`get_layer_id`: patch embedding 0, block i -> i+1); the position
+    embeddings keep the full rate, as in the official configuration.
+    """
+    trunk = model.image_encoder.trunk
+    top = trunk.get_num_layers() + 1
+    norms = {id(p) for m in model.modules() if isinstance(m, (nn.LayerNorm, LayerNorm2d))
+             for p in m.parameters(recurse=False)}
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lr = config.vision_lr if name.startswith("image_encoder.") else config.lr
+        if name.startswith("image_encoder.trunk.") and "pos_embed" not in name:
+            lr *= config.layer_decay ** (top - trunk.get_layer_id(name[len("image_encoder.trunk."):]))
+        decay = 0.0 if name.endswith("bias") or id(param) in norms else config.weight_decay
+        groups.setdefault((lr, decay), []).append(param)
+    return [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in sorted(groups.items())]
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Multiplier of the peak rates at `step`: linear warm-up, then cosine down to lr_end_factor."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    span = max(config.steps - config.warmup_steps, 1)
+    progress = min((step - config.warmup_steps) / span, 1.0)
+    end = config.lr_end_factor
+    return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# --------------------------------------------------------------------------------------------
+# Run plumbing: processes, devices, data, state, logs
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place in a `torchrun` launch (rank 0 of 1 otherwise)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "Processes":
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                   int(os.environ.get("LOCAL_RANK", 0)))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(config: TrainConfig, procs: Processes) -> torch.device:
+    if config.device == "auto":
+        return torch.device(f"cuda:{procs.local_rank}" if torch.cuda.is_available() else "cpu")
+    if config.device == "cuda" and procs.world > 1:
+        return torch.device(f"cuda:{procs.local_rank}")
+    return torch.device(config.device)
+
+
+def clip_loader(config: TrainConfig, image_size: int, procs: Processes, start_step: int) -> DataLoader:
+    """Clips for steps start_step..steps of this process; sample k of step s is item (s*world+rank)*B+k."""
+    clips = SyntheticClipConfig(image_size=image_size, num_frames=config.clip_frames, direction=config.direction,
+                                num_scenes=config.scenes, scene_frames=config.scene_frames,
+                                fps=config.scene_fps, sample_seed=config.seed)
+    per_step = config.batch_size
+    dataset = SyntheticClips(clips, length=config.steps * procs.world * per_step)
+    items = [(s * procs.world + procs.rank) * per_step + k
+             for s in range(start_step, config.steps) for k in range(per_step)]
+    return DataLoader(dataset, batch_size=per_step, sampler=items, collate_fn=collate_clips,
+                      num_workers=config.num_workers, persistent_workers=False)
+
+
+def save_state(path: Path, step: int, model: LMEEC, model_config: dict[str, Any], optimizer: torch.optim.Optimizer,
+               config: TrainConfig, elapsed_s: float) -> None:
+    """Everything needed to continue exactly: weights, optimiser moments, step, RNG, the run config."""
+    state = {
+        "format": STATE_FORMAT, "step": step, "elapsed_s": elapsed_s, "model_config": model_config,
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "train_config": asdict(config),
+        "rng": torch.get_rng_state(),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_state(path: Path, model: LMEEC, optimizer: torch.optim.Optimizer, config: TrainConfig) -> tuple[int, float]:
+    """Restore a training state written by `save_state`; returns (step, elapsed seconds)."""
+    state = read_checkpoint_file(path)
+    if state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path} is not a training state ({STATE_FORMAT}); expected the file train() writes")
+    saved = state["train_config"]
+    changed = [k for k in ("preset", "image_size", "fusion", "clip_frames", "batch_size", "seed", "steps")
+               if saved.get(k) != getattr(config, k)]
+    if changed:
+        raise ConfigError(f"cannot resume {path}: {', '.join(changed)} differ from the saved run; "
+                          "expected the same command line")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    return int(state["step"]), float(state["elapsed_s"])
+
+
+class MetricsLog:
+    """Rows of training metrics to CSV (appending on resume) and TensorBoard."""
+
+    def __init__(self, out_dir: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # heavy import, rank 0 only
+
+        self.path = out_dir / METRICS_FILE
+        self.writer = SummaryWriter(str(out_dir / "tb"))
+        self.columns: list[str] | None = None
+        if self.path.exists():
+            with self.path.open() as f:
+                self.columns = next(csv.reader(f), None)
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        row = {"step": step, **values}
+        if self.columns is None:
+            self.columns = list(row)
+            with self.path.open("w", newline="") as f:
+                csv.writer(f).writerow(self.columns)
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow([row.get(c, "") for c in self.columns])
+        for name, value in values.items():
+            self.writer.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+
+
+def _seed_everything(seed: int, rank: int) -> None:
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
+    torch.manual_seed(seed + rank)
+
+
+def _init_processes(procs: Processes, device: torch.device) -> None:
+    if procs.world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+
+def _step_values(out: dict[str, torch.Tensor], grad_norm: torch.Tensor,
+                 optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    values = {name: value.item() for name, value in out.items()}
+    values["grad_norm"] = float(grad_norm)
+    values["lr"] = max(group["lr"] for group in optimizer.param_groups)
+    return values
+
+
+def train(config: TrainConfig) -> Path:
+    """Run (or resume) a training run; returns the exported model checkpoint (out_dir/model.pt)."""
+    procs = Processes.from_env()
+    device = resolve_device(config, procs)
+    _init_processes(procs, device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, model_config = initial_model(config)
+    model.to(device).train()
+    pointer_frames = config.pointer_frames or min(config.clip_frames, model.max_obj_ptrs_in_encoder)
+    forward = ClipForward(model, config.memory_size, pointer_frames, config.loss_weights, config.source_loss_weight)
+    step_fn = DistributedDataParallel(forward, find_unused_parameters=True) if procs.world > 1 else forward
+    optimizer = torch.optim.AdamW(param_groups(model, config))
+    start, elapsed = 0, 0.0
+    state_path = out_dir / STATE_FILE
+    if config.resume and state_path.exists():
+        start, elapsed = load_state(state_path, model, optimizer, config)
+        log.info("resumed %s at step %d", state_path, start)
+    else:
+        _seed_everything(config.seed, procs.rank)
+        for group in optimizer.param_groups:
+            group["initial_lr"] = group["lr"]
+    # initial_lr (the peak rate) travels in the optimizer state, so a resumed schedule continues at `start`.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config), last_epoch=start - 1)
+    metrics = MetricsLog(out_dir) if procs.main else None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    loader = clip_loader(config, model.image_size, procs, start)
+    progress = tqdm(total=config.steps, initial=start, disable=not procs.main, desc="train", unit="step")
+    began = time.perf_counter() - elapsed
+    for step, batch in enumerate(loader, start=start):
+        with autocast:
+            out = step_fn(batch.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        done = step + 1
+        progress.update(1)
+        progress.set_postfix(loss=f"{out['loss'].item():.3f}", iou=f"{float(out['target_iou_train']):.2f}")
+        if metrics and (done % config.log_every == 0 or done == config.steps):
+            values = _step_values(out, grad_norm, optimizer)
+            values["elapsed_s"] = time.perf_counter() - began
+            metrics.write(done, values)
+        if procs.main and (done % config.save_every == 0 or done == config.steps):
+            save_state(state_path, done, model, model_config, optimizer, config, time.perf_counter() - began)
+    progress.close()
+    wall = time.perf_counter() - began
+    path = out_dir / MODEL_FILE
+    if procs.main:
+        metrics.close()
+        meta = {"preset": config.preset, "train_config": asdict(config), "steps": config.steps, "wall_s": round(wall, 1),
+                "world_size": procs.world, "device": str(device), "machine": platform.node()}
+        save_checkpoint(model, path, model_config, meta, half=config.half)
+        log.info("wrote %s after %d steps in %.0f s", path, config.steps, wall)
+    if procs.world > 1:
+        dist.barrier()
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Command line (wired as `lmeec train` in cli.py)
+
+
+def _parse_optional(kind: type):
+    def parse(text: str):
+        return None if text.lower() in ("none", "") else kind(text)
+    return parse
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add one option per TrainConfig field (--out-dir, --steps, ...), with the field's default and help."""
+    for spec in fields(TrainConfig):
+        flag = "--" + spec.name.replace("_", "-")
+        help_text = spec.metadata.get("help", "")
+        if spec.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=spec.default, help=help_text)
+            continue
+        kind = {"int": int, "float": float, "str": str, "int | None": _parse_optional(int),
+                "str | None": _parse_optional(str)}[spec.type]
+        parser.add_argument(flag, type=kind, default=spec.default, help=f"{help_text} (default: {spec.default})")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{spec.name: getattr(args, spec.name) for spec in fields(TrainConfig)})
+
+
+def main_train(args: argparse.Namespace) -> int:
+    """`lmeec train`: run training and print the exported checkpoint's path as JSON."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    path = train(config_from_args(args))
+    if Processes.from_env().main:
+        print(json.dumps({"model": str(path)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main_train(add_train_arguments(argparse.ArgumentParser(description=__doc__)).parse_args()))
