@@ -1,17 +1,14 @@
 """Helpers for the ROS tests: a private DDS set-up, the real node in a subprocess, a real rclpy client.
 
 Every ROS test module gets its own ROS_DOMAIN_ID, discovery limited to localhost, and the Fast DDS
-shared-memory profile of shared/reference/ros2-from-pip.md (large images are lost without it). The
-node runs as `python -m lmeec_ros.node` (or the `lmeec_node` console script) in its own process and
-is stopped with SIGINT/SIGTERM, never SIGKILL, so that it can release its shared memory.
+shared-memory profile (lmeec_ros.local_ros). The node runs in its own process and is stopped with
+SIGINT/SIGTERM, so that it can release its shared memory.
 """
 from __future__ import annotations
 
 import itertools
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,15 +24,16 @@ try:
     from diagnostic_msgs.msg import DiagnosticArray
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState, GetState
-    from rcl_interfaces.msg import Parameter, ParameterValue
     from rcl_interfaces.srv import GetParameters, SetParameters
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter as PythonParameter
     from rclpy.parameter import parameter_value_to_python
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CompressedImage, Image
+    from sensor_msgs.msg import Image
     from std_srvs.srv import Trigger
 
+    from lmeec_ros.local_ros import local_environment, pick_domain_id, start_node, stop_node
     from lmeec_ros.msg import Correspondence
     from lmeec_ros.srv import SetTarget
     ROS_MISSING = ""
@@ -44,22 +42,6 @@ except ImportError as exc:
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_NS = "/lmeec"
-SHM_PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
-<dds xmlns="http://www.eprosima.com"><profiles>
-  <transport_descriptors>
-    <transport_descriptor><transport_id>shm_big</transport_id><type>SHM</type>
-      <segment_size>67108864</segment_size><maxMessageSize>16777216</maxMessageSize>
-      <port_queue_capacity>512</port_queue_capacity></transport_descriptor>
-    <transport_descriptor><transport_id>udp_lo</transport_id><type>UDPv4</type>
-      <sendBufferSize>4194304</sendBufferSize><receiveBufferSize>4194304</receiveBufferSize>
-      <interfaceWhiteList><address>127.0.0.1</address></interfaceWhiteList></transport_descriptor>
-  </transport_descriptors>
-  <participant profile_name="ros_default" is_default_profile="true"><rtps>
-    <useBuiltinTransports>false</useBuiltinTransports>
-    <userTransports><transport_id>shm_big</transport_id><transport_id>udp_lo</transport_id></userTransports>
-  </rtps></participant>
-</profiles></dds>
-"""
 _domains = itertools.count()
 
 
@@ -86,43 +68,17 @@ class RosEnv:
 
     @classmethod
     def create(cls, tmp: Path) -> "RosEnv":
-        # Spread test processes (and modules within one) over domains 1..100.
-        domain_id = 1 + (os.getpid() * 7 + next(_domains)) % 100
-        profile = tmp / "fastdds_shm.xml"
-        profile.write_text(SHM_PROFILE)
-        (tmp / "ros_log").mkdir(exist_ok=True)
-        settings = {"ROS_DOMAIN_ID": str(domain_id), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-                    "FASTDDS_DEFAULT_PROFILES_FILE": str(profile),
-                    "ROS_LOG_DIR": str(tmp / "ros_log"), "HOME": str(tmp), "PYTHONUNBUFFERED": "1",
-                    "RCUTILS_COLORIZED_OUTPUT": "0"}
-        return cls(domain_id, tmp, {**os.environ, **settings})
-
-    def apply_to_this_process(self) -> dict[str, str | None]:
-        """Use this set-up in the test process too (before rclpy.init); returns what to restore."""
-        keys = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")
-        saved = {k: os.environ.get(k) for k in keys}
-        os.environ.update({k: self.env[k] for k in keys})
-        return saved
-
-    @staticmethod
-    def restore(saved: dict[str, str | None]) -> None:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        domain_id = pick_domain_id(next(_domains))
+        return cls(domain_id, tmp, local_environment(tmp, domain_id))
 
 
 class NodeProcess:
     """The lmeec node in its own process; its output goes to a log file shown on failure."""
 
     def __init__(self, env: RosEnv, *ros_args: str, console_script: bool = False) -> None:
-        command = ([str(Path(sys.executable).parent / "lmeec_node")] if console_script
-                   else [sys.executable, "-m", "lmeec_ros.node"])
         self.log_path = env.tmp / f"node-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen([*command, "--ros-args", *ros_args], env=env.env, cwd=REPO,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = start_node(env.env, list(ros_args), self._log, console_script, cwd=REPO)
 
     @property
     def pid(self) -> int:
@@ -137,17 +93,12 @@ class NodeProcess:
         return self.proc.poll() is None
 
     def stop(self, sig: int = signal.SIGINT, timeout_s: float = 30.0) -> int:
-        """Send `sig` and wait; SIGKILL (then a failing assertion) only if it does not exit."""
-        if self.alive():
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(f"node ignored {signal.Signals(sig).name} for {timeout_s} s:\n{self.output()}")
-        self._log.close()
-        return self.proc.returncode
+        try:
+            return stop_node(self.proc, sig, timeout_s)
+        except RuntimeError as exc:
+            raise AssertionError(f"{exc}:\n{self.output()}") from exc
+        finally:
+            self._log.close()
 
 
 def fastdds_shm_files(pid: int | str = "self") -> set[str]:
@@ -338,8 +289,8 @@ class RosClient:
         response = self.call(GetParameters, f"{NODE_NS}/get_parameters", GetParameters.Request(names=list(names)))
         return {n: parameter_value_to_python(v) for n, v in zip(names, response.values)}
 
-    def set_parameter(self, name: str, value: ParameterValue) -> "SetParameters.Response":
-        request = SetParameters.Request(parameters=[Parameter(name=name, value=value)])
+    def set_parameter(self, name: str, value: Any) -> "SetParametersResult":
+        request = SetParameters.Request(parameters=[PythonParameter(name, value=value).to_parameter_msg()])
         return self.call(SetParameters, f"{NODE_NS}/set_parameters", request).results[0]
 
     def diagnostics(self) -> Collector:

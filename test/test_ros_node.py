@@ -21,6 +21,7 @@ from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import Point  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from lmeec_ros.local_ros import used_by_this_process  # noqa: E402
 from lmeec_ros.msg import Correspondence  # noqa: E402
 
 EGO_SIZE, EXO_SIZE = (160, 120), (200, 150)
@@ -39,9 +40,8 @@ TEST_PARAMETERS = """\
 @pytest.fixture(scope="module")
 def ros(tmp_path_factory):
     env = RosEnv.create(tmp_path_factory.mktemp("ros_node"))
-    saved = env.apply_to_this_process()
-    yield env
-    RosEnv.restore(saved)
+    with used_by_this_process(env.env):
+        yield env
 
 
 @pytest.fixture(scope="module")

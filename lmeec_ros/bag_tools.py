@@ -1,0 +1,200 @@
+"""`lmeec_bag`: replay a bag into the node, record its results, score them; for machines without `ros2 bag`.
+
+    lmeec_bag replay scene/ --lockstep --set-target ego --record results/   # node running elsewhere
+    lmeec_bag record results/ --duration 60                                  # while something else plays
+    lmeec_bag score results/ --gt scene/                                     # metrics JSON
+
+The commands join the ROS graph of the environment (ROS_DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE,
+FASTDDS_DEFAULT_PROFILES_FILE), like any ROS tool; start the node with `-p use_sim_time:=true` to
+follow the replayed /clock.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+from lmeec_core.bag_eval import BagTopics
+from lmeec_core.errors import LmeecError
+from lmeec_ros.bag_record import OutputRecorder, output_topics
+from lmeec_ros.bag_replay import BagPlayer, ReplayOptions, TargetFromGroundTruth
+from lmeec_ros.bag_score import score_results
+
+DISCOVERY_TIMEOUT_S = 60.0
+
+
+class RosSession:
+    """A private rclpy context whose node spins in a background thread.
+
+    The calling thread is then free to block (pacing a replay, waiting for a result, calling a
+    service) while subscriptions and service answers are handled.
+    """
+
+    def __init__(self, name: str, domain_id: int | None = None) -> None:
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node(name, context=self.context)
+        self._executor = SingleThreadedExecutor(context=self.context)
+        self._executor.add_node(self.node)
+        self._spinner = threading.Thread(target=self._spin, name=f"{name}-spin", daemon=True)
+        self._spinner.start()
+
+    def _spin(self) -> None:
+        try:
+            self._executor.spin()
+        except ExternalShutdownException:  # SIGINT/SIGTERM shut the context down
+            pass
+
+    def close(self) -> None:
+        self._executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._spinner.join(timeout=5.0)
+
+    def __enter__(self) -> "RosSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def replay(session: RosSession, bag: Path, options: ReplayOptions, target_view: str | None = None,
+           node_name: str = "/lmeec", record: Path | None = None, storage: str = "mcap",
+           wait_s: float = DISCOVERY_TIMEOUT_S) -> dict[str, Any]:
+    """Replay `bag` into the node, optionally marking the target from GT and recording the results."""
+    setter = (TargetFromGroundTruth(session.node, bag, target_view, f"{node_name}/set_target", options.topics)
+              if target_view else None)
+    player = BagPlayer(session.node, bag, options, on_pair=setter or (lambda pair: None))
+    recorder = OutputRecorder(session.node, record, output_topics(node_name), storage) if record else None
+    try:
+        if wait_s > 0 and not player.wait_for_node(wait_s):
+            raise TimeoutError(f"no node subscribed to the camera topics or published {options.results_topic} "
+                               f"within {wait_s} s")
+        if recorder is not None:
+            recorder.wait_for_publishers(wait_s)
+        stats = player.run().as_dict()
+    finally:
+        recorded = recorder.close() if recorder is not None else None
+    if setter is not None:
+        stats["target"] = {"view": target_view, "stamp_ns": setter.stamp_ns,
+                           "answer": setter.answer.message if setter.answer else "the target was never visible"}
+    if recorded is not None:
+        stats["recorded"] = {"bag": str(record), "messages": recorded}
+    return stats
+
+
+def _remap(item: str) -> tuple[str, str]:
+    """'FROM:=TO' -> (FROM, TO), as ROS remapping rules are written."""
+    source, sep, target = item.partition(":=")
+    if not sep or not source or not target:
+        raise argparse.ArgumentTypeError(f"remap {item!r}; expected FROM:=TO")
+    return source, target
+
+
+def _topics(args: argparse.Namespace) -> BagTopics:
+    return BagTopics(args.ego_topic, args.exo_topic, args.ego_gt_topic, args.exo_gt_topic)
+
+
+def _replay_command(args: argparse.Namespace) -> dict[str, Any]:
+    options = ReplayOptions(topics=_topics(args), remap=dict(args.remap), rate=args.rate,
+                            lockstep=args.lockstep, clock=not args.no_clock,
+                            results_topic=f"{args.node.rstrip('/')}/correspondence",
+                            result_timeout_s=args.result_timeout)
+    with RosSession("lmeec_bag_replay") as session:
+        return replay(session, Path(args.bag), options, args.set_target, args.node,
+                      Path(args.record) if args.record else None, args.storage, args.wait)
+
+
+def _record_command(args: argparse.Namespace) -> dict[str, Any]:
+    with RosSession("lmeec_bag_record") as session:
+        recorder = OutputRecorder(session.node, args.out, output_topics(args.node), args.storage)
+        try:
+            deadline = time.monotonic() + args.duration if args.duration else float("inf")
+            while time.monotonic() < deadline and session.context.ok():
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            counts = recorder.close()
+    return {"bag": args.out, "messages": counts}
+
+
+def _score_command(args: argparse.Namespace) -> dict[str, Any]:
+    figures = score_results(args.results, args.gt, f"{args.node.rstrip('/')}/correspondence", _topics(args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    return figures
+
+
+def _add_node_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--node", default="/lmeec", help="full name of the lmeec node (default /lmeec)")
+
+
+def _add_topic_options(p: argparse.ArgumentParser) -> None:
+    defaults = BagTopics()
+    p.add_argument("--ego-topic", default=defaults.ego_image, help="ego image topic in the bag")
+    p.add_argument("--exo-topic", default=defaults.exo_image, help="exo image topic in the bag")
+    p.add_argument("--ego-gt-topic", default=defaults.ego_mask, help="ego GT mask topic in the bag")
+    p.add_argument("--exo-gt-topic", default=defaults.exo_mask, help="exo GT mask topic in the bag")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmeec_bag", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("replay", help="publish a bag's camera topics (and /clock) into the node")
+    p.add_argument("bag", help="rosbag2 folder, or its .mcap/.db3 file")
+    p.add_argument("--rate", type=float, default=1.0, help="bag seconds per wall second (default 1)")
+    p.add_argument("--lockstep", action="store_true",
+                   help="once results flow, publish each pair only after the previous one's result")
+    p.add_argument("--set-target", choices=("ego", "exo"),
+                   help="mark the target with the bag's GT mask of this view on its first visible pair")
+    p.add_argument("--record", help="also record the node's results to this new bag")
+    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    p.add_argument("--remap", action="append", default=[], type=_remap, metavar="FROM:=TO",
+                   help="publish a bag topic elsewhere")
+    p.add_argument("--no-clock", action="store_true", help="do not publish /clock")
+    p.add_argument("--wait", type=float, default=DISCOVERY_TIMEOUT_S,
+                   help="seconds to wait for the node's subscriptions first (0: start at once)")
+    p.add_argument("--result-timeout", type=float, default=30.0, help="lockstep: longest wait for one result")
+    _add_node_option(p)
+    _add_topic_options(p)
+    p.set_defaults(handler=_replay_command)
+
+    p = sub.add_parser("record", help="record the node's results (~/correspondence, ~/mask, ~/source_mask)")
+    p.add_argument("out", help="new bag folder")
+    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    p.add_argument("--duration", type=float, help="seconds to record (default: until Ctrl-C)")
+    _add_node_option(p)
+    p.set_defaults(handler=_record_command)
+
+    p = sub.add_parser("score", help="score recorded results against a bag's GT mask topics")
+    p.add_argument("results", help="bag recorded by `record` or `replay --record`")
+    p.add_argument("--gt", required=True, help="the bag that was replayed (with GT mask topics)")
+    p.add_argument("--json", help="also write the figures to this file")
+    _add_node_option(p)
+    _add_topic_options(p)
+    p.set_defaults(handler=_score_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        print(json.dumps(args.handler(args), indent=2))
+    except (LmeecError, TimeoutError, RuntimeError) as err:
+        print(f"lmeec_bag {args.command}: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""End-to-end latency of the node: camera stamps in, masks out, across real processes.
+
+`run()` starts the node in its own process on a private localhost DDS set-up, publishes synchronised
+ego/exo pairs at a fixed rate and resolution, marks a target once, and measures, for every ~/mask
+received, the time from the image stamp (set when the pair is published) to its receipt. The lag
+trend (latency change per second of run) tells whether the node keeps up by dropping pairs (about
+zero) or falls behind (positive). `python -m lmeec_ros.bench_node --help` runs it alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+from lmeec_ros.local_ros import local_environment, pick_domain_id, start_node, stop_node, used_by_this_process
+from lmeec_ros.srv import SetTarget
+
+NS_PER_S = 1_000_000_000
+STARTUP_TIMEOUT_S = 120.0
+DRAIN_S = 3.0   # results still in flight when publishing stops
+
+
+class _Client:
+    """Camera publishers, result subscribers and the set_target client, in a private rclpy context."""
+
+    def __init__(self, domain_id: int) -> None:
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node("lmeec_bench", context=self.context)
+        sensor_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.cameras = {v: self.node.create_publisher(Image, f"/{v}/image_raw", sensor_qos) for v in ("ego", "exo")}
+        self.latencies: list[tuple[float, float]] = []   # (seconds since start, latency ms)
+        self.dropped_pairs = 0
+        self.late_pairs = 0
+        self._start_ns = 0
+        self.node.create_subscription(Image, "/lmeec/mask", self._on_mask, 10)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.set_target_client = self.node.create_client(SetTarget, "/lmeec/set_target")
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spinner.start()
+
+    def now_ns(self) -> int:
+        return self.node.get_clock().now().nanoseconds
+
+    def start_clock(self) -> None:
+        self._start_ns = self.now_ns()
+        self.latencies.clear()
+
+    def _on_mask(self, msg: Image) -> None:
+        now = self.now_ns()
+        stamp = msg.header.stamp.sec * NS_PER_S + msg.header.stamp.nanosec
+        if self._start_ns and stamp >= self._start_ns:
+            self.latencies.append(((now - self._start_ns) / NS_PER_S, (now - stamp) / 1e6))
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
+            if "dropped_pairs" in values:
+                self.dropped_pairs = int(values["dropped_pairs"])
+                self.late_pairs = int(values.get("late_pairs", 0))
+
+    def publish_pair(self, frames: dict[str, Image]) -> None:
+        sec, nanosec = divmod(self.now_ns(), NS_PER_S)
+        for view, msg in frames.items():
+            msg.header.stamp = Time(sec=sec, nanosec=nanosec)
+            self.cameras[view].publish(msg)
+
+    def set_target(self, mask: Image, timeout_s: float) -> SetTarget.Response:
+        future = self.set_target_client.call_async(SetTarget.Request(view="ego", mask=mask))
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout_s):
+            raise TimeoutError(f"set_target did not answer within {timeout_s} s")
+        return future.result()
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def _frame(width: int, height: int, view: str) -> Image:
+    pixels = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    msg = Image(height=height, width=width, encoding="rgb8", step=width * 3)
+    msg.header.frame_id = f"{view}_camera"
+    msg.data = pixels.tobytes()
+    return msg
+
+
+def _centre_mask(width: int, height: int) -> Image:
+    mask = np.zeros((height, width), np.uint8)
+    mask[height // 3: 2 * height // 3, width // 3: 2 * width // 3] = 255
+    msg = Image(height=height, width=width, encoding="mono8", step=width)
+    msg.data = mask.tobytes()
+    return msg
+
+
+def _mark_target(client: _Client, frames: dict[str, Image], mask: Image, timeout_s: float,
+                 proc: subprocess.Popen, log_path: Path) -> None:
+    """Publish pairs until the node is up and has accepted the target."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the node exited with code {proc.returncode}:\n{log_path.read_text()[-2000:]}")
+        client.publish_pair(frames)
+        if client.set_target_client.service_is_ready():
+            answer = client.set_target(mask, timeout_s)
+            if answer.success:
+                return
+            if "no synchronised" not in answer.message:
+                raise RuntimeError(answer.message)
+        time.sleep(0.2)
+    raise TimeoutError(f"the node did not accept a target within {timeout_s} s")
+
+
+def _stats(latencies: list[tuple[float, float]]) -> dict[str, float]:
+    if not latencies:
+        return {}
+    times, ms = np.array(latencies).T
+    quarter = max(1, len(ms) // 4)
+    trend = float(np.polyfit(times, ms, 1)[0]) if len(ms) >= 3 and np.ptp(times) > 0 else 0.0
+    return {"latency_ms_median": round(float(np.median(ms)), 1),
+            "latency_ms_p95": round(float(np.percentile(ms, 95)), 1),
+            "latency_ms_max": round(float(ms.max()), 1),
+            "latency_ms_first_quarter_median": round(float(np.median(ms[:quarter])), 1),
+            "latency_ms_last_quarter_median": round(float(np.median(ms[-quarter:])), 1),
+            "lag_trend_ms_per_s": round(trend, 3)}
+
+
+def run(width: int = 640, height: int = 480, rate_hz: float = 15.0, duration_s: float = 30.0,
+        checkpoint: str = "", preset: str = "nano", device: str = "auto",
+        exo_width: int | None = None, exo_height: int | None = None) -> dict:
+    """Benchmark the node at one resolution and rate; returns JSON-able statistics."""
+    exo_size = (exo_width or width, exo_height or height)
+    with tempfile.TemporaryDirectory(prefix="lmeec_bench_") as workdir:
+        domain_id = pick_domain_id()
+        env = local_environment(Path(workdir), domain_id)
+        log_path = Path(workdir) / "node.log"
+        overrides = {"checkpoint": checkpoint, "preset": preset, "device": device}
+        with log_path.open("w") as log, used_by_this_process(env):
+            # Values are YAML: quoting keeps "" and "b+" strings.
+            proc = start_node(env, [a for k, v in overrides.items() for a in ("-p", f"{k}:={json.dumps(v)}")], log)
+            client = _Client(domain_id)
+            try:
+                frames = {"ego": _frame(width, height, "ego"), "exo": _frame(*exo_size, "exo")}
+                _mark_target(client, frames, _centre_mask(width, height), STARTUP_TIMEOUT_S, proc, log_path)
+                dropped_before = client.dropped_pairs
+                client.start_clock()
+                published = 0
+                start = time.monotonic()
+                while (elapsed := time.monotonic() - start) < duration_s:
+                    client.publish_pair(frames)
+                    published += 1
+                    time.sleep(max(0.0, published / rate_hz - (time.monotonic() - start)))
+                time.sleep(DRAIN_S)
+                received = len(client.latencies)
+                result = {
+                    "ego_resolution": f"{width}x{height}", "exo_resolution": f"{exo_size[0]}x{exo_size[1]}",
+                    "rate_hz": rate_hz, "duration_s": round(elapsed, 2), "checkpoint": checkpoint,
+                    "preset": preset, "device": device,
+                    "published_pairs": published, "results_received": received,
+                    "results_per_s": round(received / elapsed, 2),
+                    "dropped_pairs": client.dropped_pairs - dropped_before, "late_pairs": client.late_pairs,
+                    **_stats(client.latencies),
+                }
+            finally:
+                client.close()
+                stop_node(proc)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--rate", type=float, default=15.0, help="pairs per second published")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--checkpoint", default="")
+    parser.add_argument("--preset", default="nano")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    print(json.dumps(run(args.width, args.height, args.rate, args.seconds, args.checkpoint, args.preset,
+                         args.device), indent=2))
+
+
+if __name__ == "__main__":
+    main()
