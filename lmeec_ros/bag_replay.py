@@ -10,7 +10,9 @@ Two ways to pace it:
 Images are published as the bag's CDR bytes (no decoding), with `/clock` set to each message's record
 time so that a node with use_sim_time follows the bag's clock. Pairs are formed with the node's own
 rule (`lmeec_core.bag_eval.pair_by_stamp`), so a hook called on each pair, such as
-`TargetFromGroundTruth`, names the pairs the node holds.
+`TargetFromGroundTruth`, names the pairs the node holds. A hook may publish its pair again: DDS matches
+a new publisher on each side separately, so the node can miss the very first images although this
+side already counts its subscription.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ from lmeec_ros.srv import SetTarget
 # Reliable matches both best-effort and reliable subscribers; keep-last never blocks the replay.
 REPLAY_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 PENDING_LIMIT = 1000  # published pairs remembered for latency while waiting for their result
-SET_TARGET_RETRY_S = 10.0  # a refused set_target is retried this long (the pair may still be in flight)
+SET_TARGET_RETRY_S = 10.0  # a refused set_target is retried this long, its pair published again each time
 
 
 class RawImage(NamedTuple):
@@ -56,6 +58,9 @@ class RawImage(NamedTuple):
     record_ns: int
     stamp_ns: int  # header stamp
     cdr: bytes
+
+
+PairHook = Callable[[Pair[RawImage], Callable[[], None]], None]  # (pair, publish the pair again)
 
 
 def ros_time(ns: int) -> Time:
@@ -161,6 +166,9 @@ class ResultMonitor:
             return self._cond.wait_for(
                 lambda: pair.ego_stamp_ns in self._answered or pair.exo_stamp_ns in self._answered, timeout_s)
 
+    def close(self, node: Node) -> None:
+        node.destroy_subscription(self._subscription)
+
     def wait_for_publisher(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while self._subscription.get_publisher_count() == 0:
@@ -208,9 +216,10 @@ class BagPlayer:
     """Publishes a bag's ego/exo images (and /clock) from `node`; `on_pair` is called on every pair formed."""
 
     def __init__(self, node: Node, bag: str | Path, options: ReplayOptions = ReplayOptions(),
-                 on_pair: Callable[[Pair[RawImage]], None] = lambda pair: None) -> None:
+                 on_pair: PairHook = lambda pair, republish: None) -> None:
         self.bag = Path(bag)
         self.options = options
+        self._node = node
         self._on_pair = on_pair
         self._pacer = Pacer(options.rate)
         self._monitor = ResultMonitor(node, options.results_topic)
@@ -234,6 +243,13 @@ class BagPlayer:
             time.sleep(0.05)
         return self._monitor.wait_for_publisher(max(0.0, deadline - time.monotonic()))
 
+    def close(self) -> None:
+        """Remove this player's publishers and subscription from the node."""
+        for publisher in (*self._publishers.values(), self._clock):
+            if publisher is not None:
+                self._node.destroy_publisher(publisher)
+        self._monitor.close(self._node)
+
     def run(self) -> ReplayStats:
         """Replay the whole bag, wait for the last result, and say what happened."""
         started = time.monotonic()
@@ -244,7 +260,7 @@ class BagPlayer:
             self._monitor.published(pair)
             published.append(pair)
             with self._pacer.paused():
-                self._on_pair(pair)
+                self._on_pair(pair, lambda pair=pair: self._publish_again(pair))
             if self._locked():
                 self._monitor.wait(pair, self.options.result_timeout_s)
         if published and self._monitor.first_result_ns is not None:
@@ -273,6 +289,11 @@ class BagPlayer:
             self._publishers[image.view].publish(image.cdr)
             self._stats.images_published += 1
 
+    def _publish_again(self, pair: Pair[RawImage]) -> None:
+        """Both images of `pair` once more, without /clock (the node keeps one pair per stamp)."""
+        for image in (pair.ego, pair.exo):
+            self._publishers[image.view].publish(image.cdr)
+
     def _count(self, published: list[Pair[RawImage]]) -> None:
         first = self._monitor.first_result_ns
         after = [p for p in published if first is not None and p.stamp_ns >= first]
@@ -294,9 +315,13 @@ class TargetFromGroundTruth:
         self.answer: SetTarget.Response | None = None
         self.stamp_ns: int | None = None  # of the `view` image the target was marked on
         self._gt = ground_truth(bag, topics)
+        self._node = node
         self._client: Client = node.create_client(SetTarget, service)
 
-    def __call__(self, pair: Pair[RawImage]) -> None:
+    def close(self) -> None:
+        self._node.destroy_client(self._client)
+
+    def __call__(self, pair: Pair[RawImage], republish: Callable[[], None]) -> None:
         if self.answer is not None:
             return
         stamp = pair.stamp_of(self.view)
@@ -305,10 +330,11 @@ class TargetFromGroundTruth:
             return
         request = SetTarget.Request(view=self.view, stamp=ros_time(stamp),
                                     mask=mask_to_image(mask, Header(stamp=ros_time(stamp))))
-        self.answer, self.stamp_ns = self._call_until_accepted(request), stamp
+        self.answer, self.stamp_ns = self._call_until_accepted(request, republish), stamp
 
-    def _call_until_accepted(self, request: SetTarget.Request) -> SetTarget.Response:
-        """The node may not hold the pair yet (it was just published): retry a refusal for a while."""
+    def _call_until_accepted(self, request: SetTarget.Request, republish: Callable[[], None]) -> SetTarget.Response:
+        """The node may not hold the pair (still in flight, or lost before DDS matched): retry a refusal
+        for a while, publishing the pair again before each retry."""
         if not self._client.wait_for_service(timeout_sec=self.timeout_s):
             raise TimeoutError(f"{self._client.service_name} not available within {self.timeout_s} s")
         deadline = time.monotonic() + SET_TARGET_RETRY_S
@@ -318,7 +344,8 @@ class TargetFromGroundTruth:
                 return answer
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self._client.service_name}: {answer.message}")
-            time.sleep(0.05)
+            republish()
+            time.sleep(0.1)
 
 
 def call_service(client: Client, request: Any, timeout_s: float) -> Any:

@@ -72,7 +72,7 @@ def replay(session: RosSession, bag: Path, options: ReplayOptions, target_view: 
     """Replay `bag` into the node, optionally marking the target from GT and recording the results."""
     setter = (TargetFromGroundTruth(session.node, bag, target_view, f"{node_name}/set_target", options.topics)
               if target_view else None)
-    player = BagPlayer(session.node, bag, options, on_pair=setter or (lambda pair: None))
+    player = BagPlayer(session.node, bag, options, on_pair=setter or (lambda pair, republish: None))
     recorder = OutputRecorder(session.node, record, output_topics(node_name), storage) if record else None
     try:
         if wait_s > 0 and not player.wait_for_node(wait_s):
@@ -83,6 +83,9 @@ def replay(session: RosSession, bag: Path, options: ReplayOptions, target_view: 
         stats = player.run().as_dict()
     finally:
         recorded = recorder.close() if recorder is not None else None
+        player.close()
+        if setter is not None:
+            setter.close()
     if setter is not None:
         stats["target"] = {"view": target_view, "stamp_ns": setter.stamp_ns,
                            "answer": setter.answer.message if setter.answer else "the target was never visible"}

@@ -16,6 +16,7 @@ import threading
 import time
 import traceback
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
@@ -43,6 +44,7 @@ from lmeec_ros.prompt import describe_prompt, prompt_from_request
 from lmeec_ros.srv import SetTarget
 
 NODE_NAME = "lmeec"
+Images = dict[str, np.ndarray]   # view -> uint8 RGB [H, W, 3]
 LOG_THROTTLE_S = 5.0
 WORKER_STOP_TIMEOUT_S = 10.0
 
@@ -65,9 +67,13 @@ def _resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+# Failures that carry a message meant for the user; anything else is a bug and logged with its traceback.
+EXPECTED_FAILURES = (LmeecError, ValueError, OSError)
+
+
 def _reason(exc: Exception) -> str:
-    """The message of an expected refusal; the type too for anything else."""
-    return str(exc) if isinstance(exc, (LmeecError, ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
+    """The message of an expected failure; the exception type too for anything else."""
+    return str(exc) if isinstance(exc, EXPECTED_FAILURES) else f"{type(exc).__name__}: {exc}"
 
 
 class LmeecNode(LifecycleNode):
@@ -119,7 +125,7 @@ class LmeecNode(LifecycleNode):
                 import_cv2()
             tracker = load_tracker(settings)
         except Exception as exc:  # noqa: BLE001 - any failure must leave the node alive and say why
-            if not isinstance(exc, (LmeecError, ValueError, OSError)):
+            if not isinstance(exc, EXPECTED_FAILURES):
                 self.get_logger().error(traceback.format_exc())
             self._configure_error = f"configure failed: {_reason(exc)}"
             self.get_logger().error(self._configure_error)
@@ -145,11 +151,11 @@ class LmeecNode(LifecycleNode):
         self._worker = NewestOnlyWorker("lmeec-inference", self._process_pair, self._on_worker_error,
                                         self._min_period_s)
         self._worker.start()
-        self._pairing = CameraPairing(self, msg_type, self._input_topics(), qos, s.queue_size, s.slop,
-                                      self._image_group, self._on_image, self._on_pair, self._on_time_jump)
+        topics = self._input_topics()
+        self._pairing = CameraPairing(self, msg_type, topics, qos, s.queue_size, s.slop, self._image_group,
+                                      self._on_image, self._on_pair, self._on_time_jump)
         self._health.restart_silence_clock()
         self._state = "active"
-        topics = self._input_topics()
         self.get_logger().info(f"active: pairing {topics['ego']} and {topics['exo']} with {BACKEND} "
                                f"(slop {s.slop} s); call ~/set_target to start")
         return super().on_activate(state)
@@ -227,7 +233,7 @@ class LmeecNode(LifecycleNode):
         self._health.problem("time_jumps", text)
         self.get_logger().warning(text)
 
-    def _decode(self, pair: FramePair) -> dict:
+    def _decode(self, pair: FramePair) -> Images:
         """RGB arrays of both images; InputError names the camera and what is wrong."""
         decode = compressed_to_rgb if self._settings.compressed else image_to_rgb
         images = {}
@@ -270,12 +276,11 @@ class LmeecNode(LifecycleNode):
             self._last_stamp_ns = pair.stamp_ns
             self._bank_sizes = self._tracker.memory_stats()
         if result.memory_reset:
-            self._health.count("memory_resets")
-            self.get_logger().info(f"stamp gap over max_time_gap ({self._settings.max_time_gap} s) or backwards: "
-                                   "temporal memory reset, target kept")
+            self._input_problem("memory_resets", f"stamps jumped forward by more than max_time_gap "
+                                f"({self._settings.max_time_gap} s): temporal memory reset, target kept")
         self._publish(result, pair, target_id, images)
 
-    def _check_resolutions(self, images: dict) -> None:
+    def _check_resolutions(self, images: Images) -> None:
         """A camera changing resolution resets the memory (called under the tracker lock)."""
         sizes = {v: images[v].shape[:2] for v in VIEWS}
         changed = [v for v in VIEWS if self._sizes.get(v, sizes[v]) != sizes[v]]
@@ -286,13 +291,13 @@ class LmeecNode(LifecycleNode):
             self._input_problem("resolution_changes", text)
         self._sizes = sizes
 
-    def _publish(self, result: Result, pair: FramePair, target_id: int, images: dict) -> None:
-        if self._outputs is None or self._state != "active":
+    def _publish(self, result: Result, pair: FramePair, target_id: int, images: Images) -> None:
+        outputs = self._outputs
+        if outputs is None or self._state != "active":
             return
         target, source = result.target_view, result.source_view
         target_header = self._header(target, pair.msg(target))
-        self._outputs.publish(result, target_id, target_header, self._header(source, pair.msg(source)),
-                              images[target])
+        outputs.publish(result, target_id, target_header, self._header(source, pair.msg(source)), images[target])
         latency_ns = self.get_clock().now().nanoseconds - stamp_ns(target_header.stamp)
         self._health.result(latency_ns / 1e6)
 
@@ -317,7 +322,7 @@ class LmeecNode(LifecycleNode):
             response.success = True
             self.get_logger().info(response.message)
         except Exception as exc:  # noqa: BLE001 - a request must never take the node down
-            if not isinstance(exc, LmeecError):
+            if not isinstance(exc, EXPECTED_FAILURES):
                 self.get_logger().error(traceback.format_exc())
             response.success, response.target_id = False, 0
             response.message = f"set_target refused: {_reason(exc)}"
@@ -336,8 +341,12 @@ class LmeecNode(LifecycleNode):
         with self._tracker_lock:
             if self._tracker is None:
                 raise StateError("the model was unloaded while the request was handled")
-            result = self._tracker.set_target(request.view, images["ego"], images["exo"], **prompt)
-            target_id = self._target_id = self._tracker.target_id
+            try:
+                result = self._tracker.set_target(request.view, images["ego"], images["exo"], **prompt)
+            finally:
+                # A refused prompt usually leaves the previous target followed, but not always.
+                self._target_id = self._tracker.target_id if self._tracker.has_target else 0
+            target_id = self._target_id
             self._last_stamp_ns = pair.stamp_ns
             self._sizes = {v: images[v].shape[:2] for v in VIEWS}
             self._bank_sizes = self._tracker.memory_stats()

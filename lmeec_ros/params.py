@@ -75,7 +75,7 @@ class Settings:
     max_time_gap: float = _param(2.0, "A forward stamp jump larger than this (s) resets the temporal memory (the prompt is kept). Stamps going backwards always reset it.", minimum=0.001)
     publish_overlay: bool = _param(False, "Also publish ~/overlay: the target image with the mask and box drawn (costs a copy per frame).")
     input_timeout: float = _param(2.0, "Seconds without images from a camera, while the other is streaming, before diagnostics warn that it is silent.", minimum=0.0, dynamic=True)
-    diagnostics_period: float = _param(1.0, "Seconds between /diagnostics messages.", minimum=0.01)
+    diagnostics_period: float = _param(1.0, "Seconds between /diagnostics messages (read at start-up).", minimum=0.01)
     autostart: bool = _param(True, "Configure and activate on start-up; false waits for lifecycle transitions.")
 
 

@@ -20,7 +20,7 @@ fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$(cd "$1" && pwd)"
 python="$venv/bin/python"
-build_dir="$root/build/interfaces-$(basename "$venv")"
+build_dir="$root/build/interfaces-$(basename "$venv" | sed "s/^\.//")"
 generated_dir="lib/lmeec_ros/python"   # relative to the venv prefix
 
 read -r py_include np_include site_packages < <("$python" -c '

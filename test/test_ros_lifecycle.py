@@ -17,7 +17,7 @@ require_ros()
 
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
-from sensor_msgs.msg import CompressedImage  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from lmeec_ros.local_ros import used_by_this_process  # noqa: E402
 from lmeec_ros.msg import Correspondence  # noqa: E402
@@ -99,7 +99,7 @@ def test_a_good_checkpoint_configures(ros, client):
 
     good = save_checkpoint(build_preset("nano", seed=1), ros.tmp / "nano.pt", preset_config("nano"),
                            meta={"preset": "nano"})
-    for name, value in (("checkpoint", str(good)), ("preset", ""), ("compressed", True)):
+    for name, value in (("checkpoint", str(good)), ("preset", ""), ("compressed", True), ("publish_overlay", True)):
         assert client.set_parameter(name, value).successful, name
     assert client.transition(Transition.TRANSITION_CONFIGURE) is True
     assert client.state() == "inactive"
@@ -118,10 +118,11 @@ def test_while_inactive_targets_are_refused_and_only_run_time_parameters_change(
     assert client.get_parameters("capacity", "max_rate_hz") == {"capacity": 6, "max_rate_hz": 4.0}
 
 
-def test_once_active_compressed_images_are_followed(client):
+def test_once_active_compressed_images_are_followed_and_overlaid(client):
     assert client.transition(Transition.TRANSITION_ACTIVATE) is True
     assert client.state() == "active"
     corr = client.subscribe("/lmeec/correspondence", Correspondence)
+    overlay = client.subscribe("/lmeec/overlay", Image)
     for topic in COMPRESSED_TOPICS:
         client.publisher(topic, CompressedImage)
         client.wait_for_subscribers(topic)
@@ -136,6 +137,8 @@ def test_once_active_compressed_images_are_followed(client):
     assert answer.success, answer.message
     msg = corr.wait_for(lambda m: m.target_id == answer.target_id)
     assert (msg.mask.width, msg.mask.height, msg.header.frame_id) == (*EXO_SIZE, "exo_cam")
+    drawn = overlay.wait_for(lambda m: m.header == msg.header)
+    assert (drawn.width, drawn.height, drawn.encoding) == (*EXO_SIZE, "rgb8")
 
 
 def test_deactivate_stops_the_output_and_cleanup_unloads_the_model(client):

@@ -186,6 +186,15 @@ def test_bad_set_target_requests_are_refused_with_the_reason(client, stream, fie
     assert answer.message.startswith("set_target refused: ") and reason in answer.message, answer.message
 
 
+def test_a_refused_request_keeps_the_current_target_followed(client, topics, stream):
+    time.sleep(1.0)
+    first = client.set_target(view="ego", mask=mask_image(*EGO_SIZE, (40, 30, 80, 60)))
+    assert first.success, first.message
+    assert not client.set_target(view="ego", box=[500.0, 400.0, 600.0, 450.0]).success
+    topics["correspondence"].clear()
+    assert topics["correspondence"].wait_for().target_id == first.target_id
+
+
 def test_images_of_a_wrong_encoding_are_counted_and_the_node_carries_on(client, topics, stream):
     time.sleep(1.0)
     assert client.set_target(view="ego", mask=mask_image(*EGO_SIZE, (40, 30, 80, 60))).success
