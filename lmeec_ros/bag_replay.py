@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -52,9 +53,9 @@ SET_TARGET_RETRY_S = 10.0  # a refused set_target is retried this long, its pair
 
 
 class RawImage(NamedTuple):
+    """One camera message of a bag, kept as the CDR bytes to publish."""
+
     view: str
-    topic: str  # in the bag
-    msgtype: str
     record_ns: int
     stamp_ns: int  # header stamp
     cdr: bytes
@@ -92,8 +93,7 @@ def read_raw_images(bag: str | Path, topics: dict[str, str]) -> Iterator[RawImag
             raise InputError(f"bag {path} has no topic {sorted(missing)}; found {found}")
         for connection, record_ns, raw in reader.messages(connections):
             header = TYPESTORE.deserialize_cdr(raw, connection.msgtype).header
-            yield RawImage(view_of[connection.topic], connection.topic, connection.msgtype, record_ns,
-                           header.stamp.sec * NS_PER_S + header.stamp.nanosec, bytes(raw))
+            yield RawImage(view_of[connection.topic], record_ns, stamp_ns(header.stamp), bytes(raw))
 
 
 class Pacer:
@@ -156,15 +156,17 @@ class ResultMonitor:
                 self.first_result_ns = stamp
             self._cond.notify_all()
 
+    def _has_result(self, pair: Pair[Any]) -> bool:
+        return pair.ego_stamp_ns in self._answered or pair.exo_stamp_ns in self._answered
+
     def answered(self, pair: Pair[Any]) -> bool:
         with self._cond:
-            return pair.ego_stamp_ns in self._answered or pair.exo_stamp_ns in self._answered
+            return self._has_result(pair)
 
     def wait(self, pair: Pair[Any], timeout_s: float) -> bool:
         """Whether `pair`'s result arrived within `timeout_s`."""
         with self._cond:
-            return self._cond.wait_for(
-                lambda: pair.ego_stamp_ns in self._answered or pair.exo_stamp_ns in self._answered, timeout_s)
+            return self._cond.wait_for(partial(self._has_result, pair), timeout_s)
 
     def close(self, node: Node) -> None:
         node.destroy_subscription(self._subscription)
@@ -260,7 +262,7 @@ class BagPlayer:
             self._monitor.published(pair)
             published.append(pair)
             with self._pacer.paused():
-                self._on_pair(pair, lambda pair=pair: self._publish_again(pair))
+                self._on_pair(pair, partial(self._publish_again, pair))
             if self._locked():
                 self._monitor.wait(pair, self.options.result_timeout_s)
         if published and self._monitor.first_result_ns is not None:

@@ -19,8 +19,8 @@ from lmeec_core.bag_eval import BagScore, BagTopics, ground_truth
 from lmeec_core.data.bags import decode_image
 from lmeec_core.errors import InputError
 from lmeec_core.preprocess import BBox
-from lmeec_core.sync import NS_PER_S
 from lmeec_ros.bag_record import CORRESPONDENCE_TYPE, output_typestore
+from lmeec_ros.frame_pair import stamp_ns
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,6 @@ class RecordedResult:
     bbox: BBox | None
     score: float
     visible: bool
-
-
-def _ns(stamp: Any) -> int:
-    return stamp.sec * NS_PER_S + stamp.nanosec
 
 
 def _bbox(roi: Any) -> BBox | None:
@@ -60,8 +56,9 @@ def read_results(bag: str | Path, topic: str = "/lmeec/correspondence") -> Itera
             raise InputError(f"bag {path} has no {CORRESPONDENCE_TYPE} topic {topic!r}; found {found}")
         for connection, _, raw in reader.messages(connections):
             msg = store.deserialize_cdr(raw, connection.msgtype)
-            yield RecordedResult(msg.source_view, msg.target_view, _ns(msg.header.stamp), _ns(msg.source_stamp),
-                                 decode_image(msg.mask) != 0, _bbox(msg.bbox), float(msg.score), bool(msg.visible))
+            yield RecordedResult(msg.source_view, msg.target_view, stamp_ns(msg.header.stamp),
+                                 stamp_ns(msg.source_stamp), decode_image(msg.mask) != 0, _bbox(msg.bbox),
+                                 float(msg.score), bool(msg.visible))
 
 
 def score_results(results_bag: str | Path, gt_bag: str | Path, topic: str = "/lmeec/correspondence",

@@ -59,7 +59,7 @@ class RosSession:
         rclpy.try_shutdown(context=self.context)
         self._spinner.join(timeout=5.0)
 
-    def __enter__(self) -> "RosSession":
+    def __enter__(self) -> RosSession:
         return self
 
     def __exit__(self, *exc: object) -> None:

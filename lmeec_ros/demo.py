@@ -56,8 +56,8 @@ class DemoPaths:
         return self.root / "scene"  # rosbag2 folder holding scene.mcap
 
     @property
-    def results(self) -> Path:
-        return self.root / "outputs"  # rosbag2 folder holding outputs.mcap
+    def outputs(self) -> Path:
+        return self.root / "outputs"  # rosbag2 folder holding outputs.mcap: the node's results
 
     @property
     def metrics(self) -> Path:
@@ -130,13 +130,13 @@ def replay_through_node(paths: DemoPaths, checkpoint: Path | None, rate: float |
                         domain_id: int) -> dict[str, Any]:
     """Run the node, replay the scene into it with the target marked from GT, record its results."""
     paths.ros.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(paths.results, ignore_errors=True)
+    shutil.rmtree(paths.outputs, ignore_errors=True)
     env = local_environment(paths.ros, domain_id)
     options = ReplayOptions(lockstep=rate is None, rate=rate or 1.0, results_topic=f"{NODE_NAME}/correspondence")
     with used_by_this_process(env), node_process(env, paths.ros / "node.log", checkpoint) as node:
         with RosSession("lmeec_demo", domain_id) as session:
             try:
-                stats = replay(session, paths.scene, options, SOURCE_VIEW, NODE_NAME, paths.results,
+                stats = replay(session, paths.scene, options, SOURCE_VIEW, NODE_NAME, paths.outputs,
                                wait_s=NODE_START_TIMEOUT_S)
             except TimeoutError as exc:
                 raise TimeoutError(f"{exc}; node log {node['log']}:\n{_tail(Path(node['log']))}") from exc
@@ -147,13 +147,13 @@ def _tail(path: Path, lines: int = 20) -> str:
     return "\n".join(path.read_text().splitlines()[-lines:])
 
 
-def overlay_frames(scene: Path, results: Path, target_stamp_ns: int | None) -> Iterator[np.ndarray]:
+def overlay_frames(scene: Path, outputs: Path, target_stamp_ns: int | None) -> Iterator[np.ndarray]:
     """One side-by-side picture per pair: the source view with the given or tracked target mask,
     the target view with the found mask, its box and the GT outline."""
     gt = ground_truth(scene)
-    found = StampWindow((r.target_view, r.stamp_ns, r) for r in read_results(results, f"{NODE_NAME}/correspondence"))
+    found = StampWindow((r.target_view, r.stamp_ns, r) for r in read_results(outputs, f"{NODE_NAME}/correspondence"))
     tracked = StampWindow((SOURCE_VIEW, m.stamp_ns, m.image != 0)
-                          for m in read_bag_images(results, [f"{NODE_NAME}/source_mask"]))
+                          for m in read_bag_images(outputs, [f"{NODE_NAME}/source_mask"]))
     for index, pair in enumerate(bag_pairs(scene)):
         source_ns, target_ns = pair.stamp_of(SOURCE_VIEW), pair.stamp_of(TARGET_VIEW)
         result = found.get(TARGET_VIEW, target_ns)
@@ -170,13 +170,13 @@ def overlay_frames(scene: Path, results: Path, target_stamp_ns: int | None) -> I
         yield side_by_side(left, right)
 
 
-def write_pictures(frames: Iterable[np.ndarray], paths: DemoPaths, sheet_indices: set[int], fps: float) -> None:
-    """overlay.mp4 of every frame and contact_sheet.png of the frames at `sheet_indices`, in one pass."""
+def write_pictures(frames: Iterable[np.ndarray], paths: DemoPaths, picks: set[int], fps: float) -> None:
+    """overlay.mp4 of every frame and contact_sheet.png of the frames at indices `picks`, in one pass."""
     picked: list[np.ndarray] = []
 
     def keep_picked() -> Iterator[np.ndarray]:
         for index, frame in enumerate(frames):
-            if index in sheet_indices:
+            if index in picks:
                 picked.append(frame)
             yield frame
 
@@ -200,19 +200,19 @@ def run_demo(out: Path, frames: int = SCENE.num_frames, checkpoint: Path | None 
     scene = replace(SCENE, num_frames=frames)
     ensure_scene(paths.scene, scene)
     run = replay_through_node(paths, checkpoint, rate, domain_id or pick_domain_id())
-    scores = score_results(paths.results, paths.scene, f"{NODE_NAME}/correspondence")
+    scores = score_results(paths.outputs, paths.scene, f"{NODE_NAME}/correspondence")
     stats = run["replay"]
-    write_pictures(overlay_frames(paths.scene, paths.results, stats["target"]["stamp_ns"]), paths,
+    write_pictures(overlay_frames(paths.scene, paths.outputs, stats["target"]["stamp_ns"]), paths,
                    sheet_indices(stats["pairs"], stats["pairs_before_first_result"]), scene.fps)
     figures = {"direction": f"{SOURCE_VIEW}->{TARGET_VIEW}", "metrics": scores["metrics"],
                "scene": {"bag": str(paths.scene), **asdict(scene)}, **run,
-               "files": {name: str(getattr(paths, name)) for name in ("results", "video", "sheet")},
+               "files": {name: str(getattr(paths, name)) for name in ("metrics", "video", "sheet", "outputs")},
                "wall_s": round(time.monotonic() - started, 1)}
     paths.metrics.write_text(json.dumps(figures, indent=2))
     return figures
 
 
-def headline(figures: dict[str, Any], metrics_path: Path) -> str:
+def headline(figures: dict[str, Any]) -> str:
     """What the demo prints: where things are and the figures people look for first."""
     m, r, node = figures["metrics"], figures["replay"], figures["node"]
     latency = (f"latency median {r['latency_ms_median']:.0f} ms, p95 {r['latency_ms_p95']:.0f} ms"
@@ -226,10 +226,10 @@ def headline(figures: dict[str, Any], metrics_path: Path) -> str:
         f"  pairs: {r['pairs']} replayed ({r['mode']}), {r['pairs_before_first_result']} before the target, "
         f"{r['results']} processed, {r['dropped']} dropped; {latency}",
         f"  target: {r['target']['answer']}",
-        f"  metrics   {metrics_path}",
+        f"  metrics   {files['metrics']}",
         f"  video     {files['video']}",
         f"  sheet     {files['sheet']}",
-        f"  bags      {figures['scene']['bag']} (input with GT), {files['results']} (node results)",
+        f"  bags      {figures['scene']['bag']} (input with GT), {files['outputs']} (node results)",
         f"  node      exit code {node['exit_code']}, log {node['log']}"
         + (f", shared memory left: {node['shm_files_left']}" if node["shm_files_left"] else ""),
         f"  done in {figures['wall_s']:.0f} s",
@@ -243,14 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=SCENE.num_frames, help="length of the recording in pairs")
     parser.add_argument("--checkpoint", type=Path, help="default: lmeec_core/assets/nano.pt when present")
     parser.add_argument("--rate", type=float,
-                        help="replay paced at this multiple of real time instead of in lockstep (the node may drop pairs)")
-    parser.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID of the demo's private graph (default: by process id)")
+                        help="replay paced at this multiple of real time instead of in lockstep "
+                             "(the node then drops the pairs it has no time for)")
+    parser.add_argument("--domain-id", type=int,
+                        help="ROS_DOMAIN_ID of the demo's private graph (default: from the process id)")
     args = parser.parse_args(argv)
     checkpoint = args.checkpoint or default_checkpoint()
     if checkpoint is not None and not checkpoint.is_file():
         parser.error(f"checkpoint {checkpoint} does not exist")
     figures = run_demo(args.out, args.frames, checkpoint, args.rate, args.domain_id)
-    print(headline(figures, DemoPaths(args.out).metrics))
+    print(headline(figures))
     return 0 if figures["node"]["exit_code"] == 0 else 1
 
 

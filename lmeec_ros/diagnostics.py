@@ -54,7 +54,7 @@ class Health:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.counts: Counter[str] = Counter()
+        self._counts: Counter[str] = Counter()
         self._images = {v: RateMeter() for v in VIEWS}
         self._pairs = RateMeter()
         self._results = RateMeter()
@@ -88,12 +88,12 @@ class Health:
     def problem(self, kind: str, text: str) -> None:
         """Count a problem of `kind` and make `text` the status message for a while."""
         with self._lock:
-            self.counts[kind] += 1
+            self._counts[kind] += 1
             self._problem, self._problem_at = text, time.monotonic()
 
     def count(self, kind: str) -> None:
         with self._lock:
-            self.counts[kind] += 1
+            self._counts[kind] += 1
 
     def silent_cameras(self, timeout_s: float) -> list[tuple[str, float]]:
         """(view, seconds without images) for each camera silent longer than `timeout_s`."""
@@ -119,7 +119,7 @@ class Health:
                 "latency_ms_median": f"{np.median(latencies):.1f}" if latencies is not None else "",
                 "latency_ms_p95": f"{np.percentile(latencies, 95):.1f}" if latencies is not None else "",
                 "dropped_pairs": str(snap.dropped_pairs),
-                **{k: str(v) for k, v in sorted(self.counts.items())},
+                **{k: str(v) for k, v in sorted(self._counts.items())},
                 **{k: str(v) for k, v in snap.bank_sizes.items()},
                 "process_rss_mb": f"{_process_rss_mb():.0f}",
                 **_device_memory(snap.device),

@@ -293,8 +293,8 @@ class LmeecNode(LifecycleNode):
 
     def _publish(self, result: Result, pair: FramePair, target_id: int, images: Images) -> None:
         outputs = self._outputs
-        if outputs is None or self._state != "active":
-            return
+        if outputs is None or self._state != "active" or target_id != self._target_id:
+            return   # inactive, or the target was cleared or replaced while this result was computed
         target, source = result.target_view, result.source_view
         target_header = self._header(target, pair.msg(target))
         outputs.publish(result, target_id, target_header, self._header(source, pair.msg(source)), images[target])

@@ -39,14 +39,13 @@ class CameraPairing:
         self._on_time_jump = on_time_jump
         self._last_stamp: dict[str, int] = {}
         if message_filters is not None:
-            self._filters = {v: message_filters.Subscriber(node, msg_type, topics[v], qos_profile=qos,
-                                                           callback_group=callback_group) for v in VIEWS}
-            for view, sub in self._filters.items():
+            filters = [message_filters.Subscriber(node, msg_type, topics[v], qos_profile=qos,
+                                                  callback_group=callback_group) for v in VIEWS]
+            for view, sub in zip(VIEWS, filters):
                 sub.registerCallback(self._arrived, view)  # before the synchroniser's own callback
-            self._mf_sync = message_filters.ApproximateTimeSynchronizer(
-                [self._filters[v] for v in VIEWS], queue_size, slop_s)
+            self._mf_sync = message_filters.ApproximateTimeSynchronizer(filters, queue_size, slop_s)
             self._mf_sync.registerCallback(lambda ego, exo: self._on_pair(FramePair(ego, exo)))
-            self._subscriptions = [sub.sub for sub in self._filters.values()]
+            self._subscriptions = [sub.sub for sub in filters]
         else:
             self._sync: ApproximateTimeSynchronizer[ImageMsg] = ApproximateTimeSynchronizer(
                 len(VIEWS), queue_size, slop_s)

@@ -34,7 +34,7 @@ try:
     from std_srvs.srv import Trigger
 
     from lmeec_ros.local_ros import local_environment, pick_domain_id, start_node, stop_node
-    from lmeec_ros.msg import Correspondence
+    import lmeec_ros.msg  # noqa: F401 - the built interfaces, needed by every ROS test
     from lmeec_ros.srv import SetTarget
     ROS_MISSING = ""
 except ImportError as exc:
