@@ -66,7 +66,7 @@ class Settings:
     checkpoint: str = _param("", "Model checkpoint file (official LM-EEC, SAM 2.1 or lmeec). Empty runs a randomly initialised `preset` (tests and plumbing only: its masks are meaningless).")
     preset: str = _param("nano", "Model size; empty takes it from the checkpoint.", choices=("", "nano", "t", "s", "b+"))
     device: str = _param("auto", "Torch device: auto (cuda when available, else cpu), cpu, cuda or cuda:N.", pattern=r"auto|cpu|cuda(:\d+)?")
-    dtype: str = _param("fp32", "Inference precision; bf16 autocasts on CUDA only.", choices=("fp32", "bf16"))
+    dtype: str = _param("fp32", "Inference precision; bf16 runs under autocast (CUDA, and CPUs that support it).", choices=("fp32", "bf16"))
     compile: bool = _param(False, "torch.compile the model at configure (slower start, faster steps).")
     compression: str = _param("merge", "Memory-bank compression when full: merge (the paper), drop (the official code) or fifo.", choices=("merge", "drop", "fifo"))
     capacity: int = _param(6, "Entries per memory bank (M in the paper).", minimum=1)
@@ -74,7 +74,7 @@ class Settings:
     visibility_threshold: float = _param(0.5, "Score at or above which the target counts as visible in the other camera.", minimum=0.0, maximum=1.0)
     max_time_gap: float = _param(2.0, "A forward stamp jump larger than this (s) resets the temporal memory (the prompt is kept). Stamps going backwards always reset it.", minimum=0.001)
     publish_overlay: bool = _param(False, "Also publish ~/overlay: the target image with the mask and box drawn (costs a copy per frame).")
-    input_timeout: float = _param(2.0, "Seconds without images from a camera, while the other is streaming, before diagnostics warn that it is silent.", minimum=0.0, dynamic=True)
+    input_timeout: float = _param(2.0, "Seconds without images from a camera (counted from activation) before diagnostics warn that it is silent.", minimum=0.0, dynamic=True)
     diagnostics_period: float = _param(1.0, "Seconds between /diagnostics messages (read at start-up).", minimum=0.01)
     autostart: bool = _param(True, "Configure and activate on start-up; false waits for lifecycle transitions.")
 
