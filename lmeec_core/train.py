@@ -40,7 +40,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .data.clips import DIRECTION_CHOICES, ClipBatch, SyntheticClipConfig, SyntheticClips, collate_clips
+from .data.clips import (DIRECTION_CHOICES, ClipBatch, ClipConfig, RoomRecipe, SyntheticClips, TakeClips,
+                         collate_clips)
 from .errors import CheckpointError, ConfigError
 from .losses import LOSS_TERMS, LossAccumulator, LossWeights
 from .model import FORMAT, LMEEC, MaskPrediction, ViewFeatures, build_model, load_checkpoint, preset_config
@@ -69,7 +70,8 @@ class TrainConfig:
     fusion: str | None = _arg(None, "moe | add | view | memory; default: moe, or the init checkpoint's")
     init: str | None = _arg(None, "initial weights: a SAM 2.1, official LM-EEC or lmeec_ros checkpoint; "
                                   "none = from scratch")
-    data: str = _arg("synthetic", "training data: 'synthetic' (rooms rendered on the fly)")
+    data: str = _arg("synthetic", "training data: 'synthetic' (rooms rendered on the fly) or a folder of "
+                                  "processed takes (EgoExo4D layout)")
     direction: str = _arg("random", "ego2exo | exo2ego | random (per clip)")
     clip_frames: int = _arg(8, "T, consecutive frames per clip")
     memory_size: int = _arg(6, "M, past frames per memory bank (at most num_maskmem - 1)")
@@ -99,13 +101,15 @@ class TrainConfig:
     num_workers: int = _arg(0, "DataLoader worker processes rendering or reading clips")
     log_every: int = _arg(10, "steps between CSV/TensorBoard rows")
     save_every: int = _arg(200, "steps between training-state checkpoints (and at the end)")
-    resume: bool = _arg(False, "continue from out_dir/train_state.pt")
+    resume: bool = _arg(False, "continue from out_dir/train_state.pt (a larger --steps extends a finished "
+                               "run; the cosine schedule stretches to the new total)")
     half: bool = _arg(False, "store the exported model.pt in float16")
 
     def __post_init__(self) -> None:
         checks = [
             (self.direction in DIRECTION_CHOICES, f"direction {self.direction!r}; expected one of {DIRECTION_CHOICES}"),
-            (self.data == "synthetic", f"data {self.data!r}; expected 'synthetic'"),
+            (self.data == "synthetic" or Path(self.data).is_dir(),
+             f"data {self.data!r}; expected 'synthetic' or a folder of processed takes"),
             (self.clip_frames >= 1 and self.steps >= 1 and self.batch_size >= 1,
              "clip_frames, steps and batch_size must be >= 1"),
             (self.memory_size >= 1, f"memory_size {self.memory_size}; expected >= 1"),
@@ -342,15 +346,19 @@ def resolve_device(config: TrainConfig, procs: Processes) -> torch.device:
 
 def clip_loader(config: TrainConfig, image_size: int, procs: Processes, start_step: int) -> DataLoader:
     """Clips for steps start_step..steps of this process; sample k of step s is item (s*world+rank)*B+k."""
-    clips = SyntheticClipConfig(image_size=image_size, num_frames=config.clip_frames, direction=config.direction,
-                                num_scenes=config.scenes, scene_frames=config.scene_frames,
-                                fps=config.scene_fps, sample_seed=config.seed)
+    clip = ClipConfig(image_size=image_size, num_frames=config.clip_frames, direction=config.direction,
+                      sample_seed=config.seed)
     per_step = config.batch_size
-    dataset = SyntheticClips(clips, length=config.steps * procs.world * per_step)
+    length = config.steps * procs.world * per_step
+    if config.data == "synthetic":
+        rooms = RoomRecipe(num_scenes=config.scenes, scene_frames=config.scene_frames, fps=config.scene_fps)
+        dataset = SyntheticClips(clip, rooms, length)
+    else:
+        dataset = TakeClips(config.data, clip, length)
     items = [(s * procs.world + procs.rank) * per_step + k
              for s in range(start_step, config.steps) for k in range(per_step)]
     return DataLoader(dataset, batch_size=per_step, sampler=items, collate_fn=collate_clips,
-                      num_workers=config.num_workers, persistent_workers=False)
+                      num_workers=config.num_workers)
 
 
 def save_state(path: Path, step: int, model: LMEEC, model_config: dict[str, Any], optimizer: torch.optim.Optimizer,
@@ -372,7 +380,7 @@ def load_state(path: Path, model: LMEEC, optimizer: torch.optim.Optimizer, confi
     if state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not a training state ({STATE_FORMAT}); expected the file train() writes")
     saved = state["train_config"]
-    changed = [k for k in ("preset", "image_size", "fusion", "clip_frames", "batch_size", "seed", "steps")
+    changed = [k for k in ("preset", "image_size", "fusion", "init", "data", "clip_frames", "batch_size", "seed")
                if saved.get(k) != getattr(config, k)]
     if changed:
         raise ConfigError(f"cannot resume {path}: {', '.join(changed)} differ from the saved run; "
@@ -436,15 +444,40 @@ def _step_values(out: dict[str, torch.Tensor], grad_norm: torch.Tensor,
     return values
 
 
-def train(config: TrainConfig) -> Path:
-    """Run (or resume) a training run; returns the exported model checkpoint (out_dir/model.pt)."""
+def describe_machine(device: torch.device) -> str:
+    """Where a run happened, for the checkpoint's record."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.system()} {platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+@dataclass
+class _Run:
+    """A set-up run: the network, its step function, the optimiser, and the step it starts at."""
+
+    config: TrainConfig
+    procs: Processes
+    device: torch.device
+    model: LMEEC
+    model_config: dict[str, Any]
+    step_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    start: int
+    elapsed_s: float
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.config.out_dir)
+
+
+def _set_up(config: TrainConfig) -> _Run:
     procs = Processes.from_env()
     device = resolve_device(config, procs)
     _init_processes(procs, device)
     if config.threads:
         torch.set_num_threads(config.threads)
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    Path(config.out_dir).mkdir(parents=True, exist_ok=True)
     model, model_config = initial_model(config)
     model.to(device).train()
     pointer_frames = config.pointer_frames or min(config.clip_frames, model.max_obj_ptrs_in_encoder)
@@ -452,7 +485,7 @@ def train(config: TrainConfig) -> Path:
     step_fn = DistributedDataParallel(forward, find_unused_parameters=True) if procs.world > 1 else forward
     optimizer = torch.optim.AdamW(param_groups(model, config))
     start, elapsed = 0, 0.0
-    state_path = out_dir / STATE_FILE
+    state_path = Path(config.out_dir) / STATE_FILE
     if config.resume and state_path.exists():
         start, elapsed = load_state(state_path, model, optimizer, config)
         log.info("resumed %s at step %d", state_path, start)
@@ -462,38 +495,56 @@ def train(config: TrainConfig) -> Path:
             group["initial_lr"] = group["lr"]
     # initial_lr (the peak rate) travels in the optimizer state, so a resumed schedule continues at `start`.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config), last_epoch=start - 1)
-    metrics = MetricsLog(out_dir) if procs.main else None
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    loader = clip_loader(config, model.image_size, procs, start)
-    progress = tqdm(total=config.steps, initial=start, disable=not procs.main, desc="train", unit="step")
-    began = time.perf_counter() - elapsed
-    for step, batch in enumerate(loader, start=start):
-        with autocast:
-            out = step_fn(batch.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        done = step + 1
+    return _Run(config, procs, device, model, model_config, step_fn, optimizer, scheduler, start, elapsed)
+
+
+def _optimise(run: _Run, batch: ClipBatch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One step: forward under autocast (bf16 on CUDA), backward, clip, AdamW, schedule."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=run.device.type == "cuda"):
+        out = run.step_fn(batch.to(run.device))
+    run.optimizer.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    grad_norm = nn.utils.clip_grad_norm_(run.model.parameters(), run.config.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    return out, grad_norm
+
+
+def _export(run: _Run, wall_s: float) -> Path:
+    """The trained network in the project checkpoint format, with how it was made."""
+    config = run.config
+    meta = {"preset": config.preset, "train_config": asdict(config), "steps": config.steps,
+            "wall_s": round(wall_s, 1), "world_size": run.procs.world, "machine": describe_machine(run.device)}
+    path = save_checkpoint(run.model, run.out_dir / MODEL_FILE, run.model_config, meta, half=config.half)
+    log.info("wrote %s after %d steps in %.0f s", path, config.steps, wall_s)
+    return path
+
+
+def train(config: TrainConfig) -> Path:
+    """Run (or resume) a training run; returns the exported model checkpoint (out_dir/model.pt)."""
+    run = _set_up(config)
+    main = run.procs.main
+    metrics = MetricsLog(run.out_dir) if main else None
+    loader = clip_loader(config, run.model.image_size, run.procs, run.start)
+    progress = tqdm(total=config.steps, initial=run.start, disable=not main, desc="train", unit="step")
+    began = time.perf_counter() - run.elapsed_s
+    for done, batch in enumerate(loader, start=run.start + 1):
+        out, grad_norm = _optimise(run, batch)
         progress.update(1)
-        progress.set_postfix(loss=f"{out['loss'].item():.3f}", iou=f"{float(out['target_iou_train']):.2f}")
-        if metrics and (done % config.log_every == 0 or done == config.steps):
-            values = _step_values(out, grad_norm, optimizer)
-            values["elapsed_s"] = time.perf_counter() - began
-            metrics.write(done, values)
-        if procs.main and (done % config.save_every == 0 or done == config.steps):
-            save_state(state_path, done, model, model_config, optimizer, config, time.perf_counter() - began)
+        progress.set_postfix(loss=f"{out['loss'].item():.3f}", iou=f"{out['target_iou_train'].item():.2f}")
+        last = done == config.steps
+        if metrics and (done % config.log_every == 0 or last):
+            metrics.write(done, {**_step_values(out, grad_norm, run.optimizer),
+                                 "elapsed_s": time.perf_counter() - began})
+        if main and (done % config.save_every == 0 or last):
+            save_state(run.out_dir / STATE_FILE, done, run.model, run.model_config, run.optimizer, config,
+                       time.perf_counter() - began)
     progress.close()
-    wall = time.perf_counter() - began
-    path = out_dir / MODEL_FILE
-    if procs.main:
+    path = run.out_dir / MODEL_FILE
+    if main:
         metrics.close()
-        meta = {"preset": config.preset, "train_config": asdict(config), "steps": config.steps, "wall_s": round(wall, 1),
-                "world_size": procs.world, "device": str(device), "machine": platform.node()}
-        save_checkpoint(model, path, model_config, meta, half=config.half)
-        log.info("wrote %s after %d steps in %.0f s", path, config.steps, wall)
-    if procs.world > 1:
+        path = _export(run, time.perf_counter() - began)
+    if run.procs.world > 1:
         dist.barrier()
     return path
 

@@ -4,15 +4,17 @@ A clip holds both views resized to the square model input exactly as the tracker
 them (`lmeec_core.preprocess`), so the network sees the same pixels in training and at inference.
 "ego"/"exo" are cameras; "source"/"target" are roles: Ego->Exo takes the ego camera as the source.
 
-Synthetic clips are a map-style dataset whose item i is a pure function of (sample seed, i): a
-run is reproducible from its command line, and resuming at step k just starts at item k*B.
+Both sources (synthetic rooms rendered on demand, processed takes on disk) are map-style datasets
+whose item i is a pure function of (sample seed, i): a run is reproducible from its command line,
+and resuming at step k just starts at item k*B.
 Training scenes and held-out scenes come from disjoint seed ranges (`train_scene_seeds`,
 `held_out_scene_seeds`), so evaluation never sees a training room.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -21,7 +23,8 @@ from torch.utils.data import Dataset
 
 from .. import preprocess as pp
 from ..errors import ConfigError
-from .synthetic import SceneConfig, SyntheticFrame, SyntheticScene
+from .synthetic import SceneConfig, SyntheticFrame, SyntheticScene, render_scene
+from .takes import Take, list_takes, open_take, write_take
 
 DIRECTIONS = ("ego2exo", "exo2ego")
 DIRECTION_CHOICES = (*DIRECTIONS, "random")
@@ -112,62 +115,164 @@ def clip_from_frames(frames: Sequence[FramePair], direction: str, image_size: in
 
 
 @dataclass(frozen=True)
-class SyntheticClipConfig:
-    """How synthetic training clips are drawn."""
+class ClipConfig:
+    """How clips are cut, whatever the data: size, length, direction, and the sampling seed."""
 
     image_size: int = 256
     num_frames: int = 8  # T, consecutive frames per clip
     direction: str = "random"  # "ego2exo" | "exo2ego" | "random" (per clip)
-    num_scenes: int = 10_000  # training rooms, seeds train_scene_seeds(num_scenes)
-    scene_frames: int = 60  # frames per room the clip start is drawn from
-    fps: float = 3.0  # scene frame rate: 1/fps seconds between consecutive clip frames
     sample_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTION_CHOICES:
             raise ConfigError(f"direction {self.direction!r}; expected one of {DIRECTION_CHOICES}")
-        if self.num_frames < 1 or self.scene_frames < self.num_frames:
-            raise ConfigError(f"num_frames {self.num_frames} and scene_frames {self.scene_frames}; "
-                              "expected 1 <= num_frames <= scene_frames")
-        if self.num_scenes < 1:
-            raise ConfigError(f"num_scenes {self.num_scenes}; expected >= 1")
+        if self.num_frames < 1:
+            raise ConfigError(f"num_frames {self.num_frames}; expected >= 1")
 
-    def scene(self, seed: int) -> SceneConfig:
-        """The room of `seed` as this recipe renders it (default camera sizes)."""
-        return replace(SceneConfig(seed=seed), num_frames=self.scene_frames, fps=self.fps)
+    def draw_direction(self, rng: np.random.Generator) -> str:
+        return self.direction if self.direction != "random" else DIRECTIONS[rng.integers(2)]
+
+
+@dataclass(frozen=True)
+class RoomRecipe:
+    """Which synthetic rooms training clips come from, and at what frame rate."""
+
+    num_scenes: int = 10_000  # training rooms, seeds train_scene_seeds(num_scenes)
+    scene_frames: int = 60  # frames per room that clip starts are drawn from
+    fps: float = 3.0  # 1/fps seconds between consecutive clip frames
+
+    def __post_init__(self) -> None:
+        if self.num_scenes < 1 or self.scene_frames < 1 or self.fps <= 0:
+            raise ConfigError(f"room recipe {self}; expected num_scenes, scene_frames >= 1 and fps > 0")
+
+    def scene(self, seed: int, num_frames: int | None = None) -> SceneConfig:
+        """The room of `seed` at this frame rate (default camera sizes)."""
+        return replace(SceneConfig(seed=seed), num_frames=num_frames or self.scene_frames, fps=self.fps)
+
+
+def _visible_start(available: int, clip: ClipConfig, source_visible: Callable[[int], bool],
+                   rng: np.random.Generator) -> int:
+    """A clip start whose first frame shows the target in the source view (the official sampler's rule).
+
+    Falls back to the first such frame found by scanning, then to frame 0.
+    """
+    last_start = available - clip.num_frames
+    for _ in range(START_ATTEMPTS):
+        start = int(rng.integers(last_start + 1))
+        if source_visible(start):
+            return start
+    return next((k for k in range(last_start + 1) if source_visible(k)), 0)
 
 
 class SyntheticClips(Dataset):
     """`length` clips rendered on demand from seeded training rooms; item i depends only on i."""
 
-    def __init__(self, config: SyntheticClipConfig, length: int) -> None:
-        self.config = config
+    def __init__(self, clip: ClipConfig, rooms: RoomRecipe, length: int) -> None:
+        if rooms.scene_frames < clip.num_frames:
+            raise ConfigError(f"scene_frames {rooms.scene_frames} < clip frames {clip.num_frames}; "
+                              "expected rooms at least as long as a clip")
+        self.clip = clip
+        self.rooms = rooms
         self.length = length
-        self.seeds = train_scene_seeds(config.num_scenes)
+        self.seeds = train_scene_seeds(rooms.num_scenes)
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> Clip:
-        cfg = self.config
-        rng = np.random.default_rng([cfg.sample_seed, index])
-        scene = SyntheticScene(cfg.scene(int(self.seeds[rng.integers(len(self.seeds))])))
-        direction = cfg.direction if cfg.direction != "random" else DIRECTIONS[rng.integers(2)]
+        rng = np.random.default_rng([self.clip.sample_seed, index])
+        scene = SyntheticScene(self.rooms.scene(int(self.seeds[rng.integers(len(self.seeds))])))
+        direction = self.clip.draw_direction(rng)
         source, _ = source_and_target(direction)
-        start, first = self._visible_start(scene, source, rng)
-        frames = [first, *(scene.frame(start + k) for k in range(1, cfg.num_frames))]
-        return clip_from_frames(frames, direction, cfg.image_size)
+        rendered: dict[int, SyntheticFrame] = {}
 
-    def _visible_start(self, scene: SyntheticScene, source: str,
-                       rng: np.random.Generator) -> tuple[int, SyntheticFrame]:
-        """A first frame showing the target in the source view (the official sampler's rule), rendered.
+        def frame(k: int) -> SyntheticFrame:
+            if k not in rendered:
+                rendered[k] = scene.frame(k)
+            return rendered[k]
 
-        Frame 0 is the fallback: every scene shows the target there in both views.
-        """
-        last_start = self.config.scene_frames - self.config.num_frames
-        for _ in range(START_ATTEMPTS):
-            start = int(rng.integers(last_start + 1))
-            frame = scene.frame(start)
-            if getattr(frame, f"{source}_mask").sum() >= MIN_SOURCE_PIXELS:
-                return start, frame
-        return 0, scene.frame(0)
+        def visible(k: int) -> bool:
+            return getattr(frame(k), f"{source}_mask").sum() >= MIN_SOURCE_PIXELS
+
+        start = _visible_start(self.rooms.scene_frames, self.clip, visible, rng)
+        frames = [frame(start + k) for k in range(self.clip.num_frames)]
+        return clip_from_frames(frames, direction, self.clip.image_size)
+
+
+@dataclass(frozen=True)
+class _TakeFrame:
+    ego_image: np.ndarray
+    exo_image: np.ndarray
+    ego_mask: np.ndarray
+    exo_mask: np.ndarray
+
+
+@dataclass(frozen=True)
+class _TakeSequence:
+    take: Take
+    obj: str
+    exo: str
+    direction: str
+    frames: list[str]
+
+
+class TakeClips(Dataset):
+    """Clips from processed takes (EgoExo4D layout, real or synthetic); item i depends only on i.
+
+    Every (take, object, exo camera, direction) sequence of at least T evaluable frames (the
+    evaluation's frame rule, `Take.frames`) is a candidate; item i draws one and a start.
+    A frame without an annotation in a camera counts as "object absent" there.
+    """
+
+    def __init__(self, root: str | Path, clip: ClipConfig, length: int) -> None:
+        self.clip = clip
+        self.length = length
+        directions = DIRECTIONS if clip.direction == "random" else (clip.direction,)
+        self.sequences = [
+            _TakeSequence(take, obj, exo, direction, frames)
+            for take in (open_take(Path(root) / name) for name in list_takes(root))
+            for obj in take.objects for exo in take.annotated_exo_cameras(obj) for direction in directions
+            if len(frames := take.frames(obj, exo, direction)) >= clip.num_frames
+        ]
+        if not self.sequences:
+            raise ConfigError(f"no take under {root} has a sequence of {clip.num_frames} annotated frames; "
+                              "expected processed takes (<take>/annotation.json) with longer sequences")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Clip:
+        rng = np.random.default_rng([self.clip.sample_seed, index])
+        seq = self.sequences[rng.integers(len(self.sequences))]
+        source, _ = source_and_target(seq.direction)
+        source_camera = seq.take.ego_camera if source == "ego" else seq.exo
+
+        def visible(k: int) -> bool:
+            frame = seq.frames[k]
+            return (seq.take.has_mask(seq.obj, source_camera, frame)
+                    and seq.take.load_mask(seq.obj, source_camera, frame).any())
+
+        start = _visible_start(len(seq.frames), self.clip, visible, rng)
+        frames = [self._frame(seq, name) for name in seq.frames[start:start + self.clip.num_frames]]
+        return clip_from_frames(frames, seq.direction, self.clip.image_size)
+
+    @staticmethod
+    def _frame(seq: _TakeSequence, name: str) -> _TakeFrame:
+        views = {}
+        for view, camera in (("ego", seq.take.ego_camera), ("exo", seq.exo)):
+            image = seq.take.load_image(camera, name)
+            mask = (seq.take.load_mask(seq.obj, camera, name) if seq.take.has_mask(seq.obj, camera, name)
+                    else np.zeros(image.shape[:2], bool))
+            views[view] = (image, mask)
+        return _TakeFrame(views["ego"][0], views["exo"][0], views["ego"][1], views["exo"][1])
+
+
+def write_held_out_takes(root: str | Path, scenes: int, frames: int, fps: float) -> list[Path]:
+    """Render the held-out rooms as processed takes (lossless PNG) for `lmeec evaluate`.
+
+    Same cameras and frame rate as training clips (`RoomRecipe`), rooms never trained on.
+    """
+    recipe = RoomRecipe(fps=fps)
+    return [write_take(root, f"heldout_{seed}", render_scene(recipe.scene(seed, num_frames=frames)),
+                       image_format="png")
+            for seed in held_out_scene_seeds(scenes)]

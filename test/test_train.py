@@ -1,0 +1,127 @@
+"""Training: the loss falls, a run resumes where it stopped, and its checkpoint drives the tracker."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from lmeec_core.data.clips import (ClipConfig, RoomRecipe, SyntheticClips, TakeClips, collate_clips,
+                                   held_out_scene_seeds, train_scene_seeds, write_held_out_takes)
+from lmeec_core.data.synthetic import SceneConfig, SyntheticScene
+from lmeec_core.errors import ConfigError
+from lmeec_core.model import build_preset, load_checkpoint
+from lmeec_core.train import (STATE_FILE, ClipForward, TrainConfig, lr_factor, param_groups, train)
+from lmeec_core.tracker import CorrespondenceTracker
+
+SIZE = 64  # smallest input the nano trunk takes (multiple of 32); enough to exercise every path
+
+
+def _tiny_run(tmp_path, **changes) -> TrainConfig:
+    settings = dict(out_dir=str(tmp_path / "run"), preset="nano", image_size=SIZE, clip_frames=2, steps=2,
+                    scenes=4, scene_frames=4, lr=1e-3, vision_lr=1e-3, grad_clip=1.0, log_every=1,
+                    save_every=1, seed=0)
+    return TrainConfig(**{**settings, **changes})
+
+
+def test_the_loss_falls_on_a_fixed_clip():
+    torch.manual_seed(0)
+    model = build_preset("nano", image_size=SIZE, seed=0).train()
+    config = TrainConfig(image_size=SIZE, lr=1e-3, vision_lr=1e-3, grad_clip=1.0, steps=8)
+    step = ClipForward(model, memory_size=6, pointer_frames=3, weights=config.loss_weights, source_loss_weight=1.0)
+    optimizer = torch.optim.AdamW(param_groups(model, config))
+    clips = SyntheticClips(ClipConfig(image_size=SIZE, num_frames=3, direction="ego2exo"), RoomRecipe(10, 6), 1)
+    batch = collate_clips([clips[0]])
+    losses = []
+    for _ in range(config.steps):
+        out = step(batch)
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+        losses.append(out["loss"].item())
+    assert all(np.isfinite(losses))
+    assert {"target_mask", "target_dice", "target_iou", "target_score", "source_mask"} <= set(out)
+    assert np.mean(losses[-2:]) < 0.5 * np.mean(losses[:2])
+
+
+def test_a_run_resumes_from_its_saved_step_and_exports_a_tracker_checkpoint(tmp_path):
+    first = train(_tiny_run(tmp_path))
+    state = torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)
+    assert state["step"] == 2
+    before = load_checkpoint(first)[0].state_dict()
+
+    path = train(_tiny_run(tmp_path, steps=3, resume=True))
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        assert [int(row["step"]) for row in csv.DictReader(f)] == [1, 2, 3]
+    assert torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)["step"] == 3
+
+    model, report = load_checkpoint(path)
+    assert report.kind == "lmeec_ros" and report.meta["steps"] == 3
+    after = model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # step 3 did train
+    frame = SyntheticScene(SceneConfig(seed=3, num_frames=2)).frame(0)
+    tracker = CorrespondenceTracker(model)
+    tracker.set_target("ego", frame.ego_image, frame.exo_image, mask=frame.ego_mask)
+    result = tracker.step(frame.ego_image, frame.exo_image, source_mask=frame.ego_mask)
+    assert result.mask.shape == frame.exo_mask.shape and 0.0 <= result.score <= 1.0
+
+
+def test_resume_refuses_a_different_run(tmp_path):
+    train(_tiny_run(tmp_path, steps=1))
+    with pytest.raises(ConfigError, match="seed"):
+        train(_tiny_run(tmp_path, steps=2, seed=1, resume=True))
+
+
+def test_optimizer_groups_follow_the_recipe():
+    model = build_preset("nano", image_size=SIZE, seed=0)
+    config = TrainConfig(lr=1e-4, vision_lr=1e-5, layer_decay=0.5, weight_decay=0.1)
+    groups = param_groups(model, config)
+    rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    params = dict(model.named_parameters())
+    trunk = model.image_encoder.trunk
+    top = trunk.get_num_layers() + 1
+    assert rate[id(params["MV_MoE.mlp1.0.weight"])] == 1e-4
+    assert rate[id(params["image_encoder.neck.convs.0.conv.weight"])] == 1e-5
+    assert rate[id(params["image_encoder.trunk.pos_embed"])] == 1e-5  # exempt from layer decay
+    assert rate[id(params["image_encoder.trunk.patch_embed.proj.weight"])] == pytest.approx(1e-5 * 0.5 ** top)
+    assert rate[id(params["image_encoder.trunk.blocks.0.attn.qkv.weight"])] == pytest.approx(1e-5 * 0.5 ** (top - 1))
+    assert decay[id(params["MV_MoE.mlp1.0.bias"])] == 0.0
+    assert decay[id(params["memory_attention.norm.weight"])] == 0.0
+    assert decay[id(params["memory_attention.layers.0.linear1.weight"])] == 0.1
+    assert sum(len(g["params"]) for g in groups) == len(params)
+
+
+def test_cosine_schedule_with_warmup():
+    config = TrainConfig(steps=110, warmup_steps=10, lr_end_factor=0.1)
+    assert lr_factor(0, config) == pytest.approx(0.1)
+    assert lr_factor(9, config) == pytest.approx(1.0)
+    assert lr_factor(10, config) == pytest.approx(1.0)
+    assert lr_factor(60, config) == pytest.approx(0.55)
+    assert lr_factor(110, config) == pytest.approx(0.1)
+
+
+def test_training_and_held_out_rooms_are_disjoint():
+    assert not set(train_scene_seeds(100_000)) & set(held_out_scene_seeds(100_000))
+
+
+def test_clips_from_processed_takes_match_the_rendered_frames(tmp_path):
+    write_held_out_takes(tmp_path, scenes=1, frames=3, fps=3.0)
+    clips = TakeClips(tmp_path, ClipConfig(image_size=SIZE, num_frames=2, direction="exo2ego"), length=1)
+    clip = clips[0]
+    assert clip.direction == "exo2ego"
+    assert clip.source_images.shape == (2, 3, SIZE, SIZE) and clip.target_masks.shape == (2, 1, SIZE, SIZE)
+    assert clip.source_masks[0].any()  # the clip starts where the source view shows the target
+    with pytest.raises(ConfigError, match="no take"):
+        TakeClips(tmp_path, ClipConfig(num_frames=4), length=1)
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(ConfigError, match="direction"):
+        TrainConfig(direction="sideways")
+    with pytest.raises(ConfigError, match="data"):
+        TrainConfig(data="/no/such/folder")
+    model = build_preset("nano", image_size=SIZE, seed=0)
+    with pytest.raises(ConfigError, match="memory_size"):
+        ClipForward(model, memory_size=7, pointer_frames=8, weights=TrainConfig().loss_weights, source_loss_weight=0)
