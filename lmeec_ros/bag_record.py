@@ -93,10 +93,14 @@ class OutputRecorder:
             self._writer.write(self._connections[topic], time.time_ns(), raw)
             self.counts[topic] += 1
 
+    def matched(self) -> bool:
+        """Whether every recorded topic has a publisher matched (results published before are not seen)."""
+        return all(sub.get_publisher_count() > 0 for sub in self._subscriptions)
+
     def wait_for_publishers(self, timeout_s: float) -> bool:
         """Whether every recorded topic has a matched publisher within `timeout_s`."""
         deadline = time.monotonic() + timeout_s
-        while any(sub.get_publisher_count() == 0 for sub in self._subscriptions):
+        while not self.matched():
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.05)

@@ -117,11 +117,18 @@ def _replay_command(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _record_command(args: argparse.Namespace) -> dict[str, Any]:
+    """Record until Ctrl-C or the duration; says on stderr when every topic has a publisher."""
+    topics = output_topics(args.node)
     with RosSession("lmeec_bag_record") as session:
-        recorder = OutputRecorder(session.node, args.out, output_topics(args.node), args.storage)
+        recorder = OutputRecorder(session.node, args.out, topics, args.storage)
+        print(f"lmeec_bag record: waiting for publishers of {', '.join(topics)}", file=sys.stderr, flush=True)
+        announced = False
         try:
             deadline = time.monotonic() + args.duration if args.duration else float("inf")
             while time.monotonic() < deadline and session.context.ok():
+                if not announced and recorder.matched():
+                    print(f"lmeec_bag record: recording to {args.out}", file=sys.stderr, flush=True)
+                    announced = True
                 time.sleep(0.1)
         except KeyboardInterrupt:
             pass

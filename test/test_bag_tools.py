@@ -1,0 +1,221 @@
+"""Bag tools: a synthetic bag replayed into the real lmeec node process, its results recorded and scored,
+and the offline path (no ROS) scoring the same bag the same way.
+
+One node process serves the module, with `use_sim_time` and a random-weight nano checkpoint whose seed
+gives non-empty masks on this scene (seed 0's are all empty), so that comparing the node with the
+offline path means something; each test leaves it without a target.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from lmeec_core.bag_eval import BagScore, StampWindow, evaluate_bag, ground_truth
+from lmeec_core.data.bags import read_bag_images, write_scene_bag
+from lmeec_core.data.synthetic import SceneConfig, render_scene
+from lmeec_core.model import build_preset, preset_config, save_checkpoint
+from lmeec_core.tracker import CorrespondenceTracker, TrackerConfig
+from ros_helpers import REPO, ROS_MISSING, NodeProcess, RosEnv, require_ros
+
+if not ROS_MISSING:
+    from rosgraph_msgs.msg import Clock
+    from std_srvs.srv import Trigger
+
+    from lmeec_ros.bag_replay import ReplayOptions, call_service, read_raw_images
+    from lmeec_ros.bag_score import score_results
+    from lmeec_ros.bag_tools import RosSession, replay
+    from lmeec_ros.local_ros import used_by_this_process
+
+SCENE = SceneConfig(seed=500_000, num_frames=8, ego_size=(128, 128), exo_size=(120, 160))
+MODEL_SEED = 4
+OFFLINE = TrackerConfig(visibility_threshold=0.0)  # the node's parameters below
+METRICS = ("iou", "ca", "le", "ba", "n_frames", "n_frames_with_gt", "results_without_gt")
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory):
+    return write_scene_bag(tmp_path_factory.mktemp("bags") / "scene", render_scene(SCENE))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "nano_random.pt"
+    return save_checkpoint(build_preset("nano", seed=MODEL_SEED), path, preset_config("nano"), meta={"preset": "nano"})
+
+
+@pytest.fixture(scope="module")
+def ros(tmp_path_factory):
+    require_ros()
+    env = RosEnv.create(tmp_path_factory.mktemp("ros_bag_tools"))
+    with used_by_this_process(env.env):
+        yield env
+
+
+@pytest.fixture(scope="module")
+def node(ros, checkpoint):
+    proc = NodeProcess(ros, "-p", "use_sim_time:=true", "-p", "visibility_threshold:=0.0",
+                       "-p", f"checkpoint:={checkpoint}")
+    yield proc
+    assert proc.stop(signal.SIGINT) == 0, proc.output()
+
+
+@pytest.fixture(scope="module")
+def session(ros, node):
+    with RosSession("test_bag_tools", ros.domain_id) as s:
+        yield s
+
+
+def _clear_target(session) -> None:
+    client = session.node.create_client(Trigger, "/lmeec/clear_target")
+    assert client.wait_for_service(timeout_sec=30)
+    assert call_service(client, Trigger.Request(), 30).success
+    session.node.destroy_client(client)
+
+
+@pytest.fixture
+def no_target_after(session):
+    """Leave the node without a target, so the next test starts from a clean state."""
+    yield
+    _clear_target(session)
+
+
+@pytest.fixture(scope="module")
+def lockstep_run(bag, session, tmp_path_factory):
+    """One lockstep replay with the target marked from the ego GT, recorded."""
+    results = tmp_path_factory.mktemp("results") / "results"
+    stats = replay(session, bag, ReplayOptions(lockstep=True), "ego", record=results, wait_s=120)
+    yield stats, results
+    _clear_target(session)
+
+
+def test_lockstep_replay_processes_every_pair_and_records_each_result(lockstep_run):
+    stats, results = lockstep_run
+    assert stats["target"]["answer"].startswith("target 1 set in ego"), stats
+    assert stats["pairs"] == SCENE.num_frames and stats["pairs_before_first_result"] == 0
+    assert (stats["results"], stats["dropped"]) == (SCENE.num_frames, 0)
+    assert stats["recorded"]["messages"] == {f"/lmeec/{t}": SCENE.num_frames
+                                             for t in ("correspondence", "mask", "source_mask")}
+    assert stats["latency_ms_median"] > 0
+
+
+def test_recorded_results_score_against_the_gt_topics(lockstep_run, bag):
+    _, results = lockstep_run
+    figures = score_results(results, bag)
+    assert figures["directions"] == ["ego->exo"]
+    metrics = figures["metrics"]
+    assert tuple(metrics) == METRICS
+    assert metrics["n_frames"] == SCENE.num_frames and metrics["results_without_gt"] == 0
+    assert 0 <= metrics["iou"] <= 1 and 0 <= metrics["le"] <= 1
+
+    cli = subprocess.run([sys.executable, "-m", "lmeec_ros.bag_tools", "score", str(results), "--gt", str(bag)],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["metrics"] == pytest.approx(metrics, nan_ok=True)
+
+
+def test_the_offline_path_scores_the_bag_like_the_replay_through_the_node(lockstep_run, bag, checkpoint):
+    offline = evaluate_bag(bag, CorrespondenceTracker.from_checkpoint(str(checkpoint), config=OFFLINE),
+                           progress=False)
+    replayed = score_results(lockstep_run[1], bag)["metrics"]
+    assert replayed["iou"] > 0 and replayed["ca"] > 0  # masks were found, so agreeing is not trivial
+    assert tuple(offline["metrics"]) == METRICS
+    assert offline["pairs"] == SCENE.num_frames and offline["target_view"] == "exo"
+    assert offline["metrics"]["n_frames"] == replayed["n_frames"]
+    # Same pairs, prompt, weights and tracker parameters: the same masks up to float noise.
+    for key in ("iou", "ca", "le", "ba"):
+        assert offline["metrics"][key] == pytest.approx(replayed[key], abs=0.01), key
+
+
+def test_paced_replay_drops_pairs_the_node_has_no_time_for_and_lockstep_none(bag, session, no_target_after):
+    fast = 100.0  # a pair every millisecond: far faster than any step of the model
+    stats = replay(session, bag, ReplayOptions(rate=fast), "ego", wait_s=60)
+    assert stats["mode"] == "paced x100"
+    assert stats["results"] >= 2 and stats["dropped"] >= 1, stats
+    assert stats["results"] + stats["dropped"] == SCENE.num_frames - stats["pairs_before_first_result"]
+
+
+def test_clock_carries_the_bag_record_times_at_the_requested_pace(tmp_path, session):
+    bag = write_scene_bag(tmp_path / "scene_db3", render_scene(SCENE), storage="sqlite3")
+    clocks: list[tuple[float, int]] = []
+    session.node.create_subscription(
+        Clock, "/clock", lambda m: clocks.append((time.monotonic(), m.clock.sec * 10**9 + m.clock.nanosec)), 100)
+    rate = 2.0
+    stats = replay(session, bag, ReplayOptions(rate=rate), wait_s=60)  # the node has no target: no results
+
+    record_ns = [image.record_ns for image in read_raw_images(bag, ReplayOptions().topics.images())]
+    deadline = time.monotonic() + 10
+    while len(clocks) < len(record_ns) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [ns for _, ns in clocks] == record_ns
+    assert stats["images_published"] == len(record_ns) and stats["results"] == 0
+    bag_span_s = (record_ns[-1] - record_ns[0]) / 1e9
+    wall_span_s = clocks[-1][0] - clocks[0][0]
+    assert bag_span_s / rate * 0.95 <= wall_span_s <= bag_span_s / rate + 1.0
+
+
+def test_record_command_records_the_node_until_sigint(bag, ros, session, tmp_path, no_target_after):
+    out = tmp_path / "recorded"
+    recorder = subprocess.Popen([sys.executable, "-m", "lmeec_ros.bag_tools", "record", str(out)], env=ros.env,
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_line(recorder, "lmeec_bag record: recording to")
+        time.sleep(0.5)  # the node's publisher matches the recorder about when the recorder matched it
+        stats = replay(session, bag, ReplayOptions(lockstep=True), "ego", wait_s=60)
+        time.sleep(1.0)  # the recorder receives the last results
+    finally:
+        recorder.send_signal(signal.SIGINT)
+        stdout, stderr = recorder.communicate(timeout=30)
+    assert recorder.returncode == 0, stderr
+    counts = json.loads(stdout)["messages"]
+    assert counts["/lmeec/correspondence"] == stats["results"] == SCENE.num_frames
+    assert score_results(out, bag)["metrics"]["n_frames"] == SCENE.num_frames
+
+
+def _wait_for_line(proc: subprocess.Popen, text: str, timeout_s: float = 60.0) -> None:
+    """Read `proc`'s stderr until a line contains `text`."""
+    found = threading.Event()
+
+    def scan() -> None:
+        for line in proc.stderr:
+            if text in line:
+                found.set()
+                return
+
+    threading.Thread(target=scan, daemon=True).start()
+    assert found.wait(timeout_s), f"{proc.args} did not print {text!r} within {timeout_s} s"
+
+
+# The offline path alone (no ROS needed).
+
+def test_benchmark_protocol_scores_only_pairs_where_the_source_shows_the_target(bag):
+    tracker = CorrespondenceTracker(build_preset("nano", seed=MODEL_SEED), OFFLINE)
+    figures = evaluate_bag(bag, tracker, source_view="exo", protocol="benchmark", max_pairs=4, progress=False)
+    assert (figures["source_view"], figures["target_view"], figures["pairs"]) == ("exo", "ego", 4)
+    visible = sum(bool(m.any()) for m in (f.exo_mask for f in render_scene(SCENE)))
+    assert figures["metrics"]["n_frames"] <= min(4, visible)
+
+
+def test_ground_truth_is_looked_up_by_exact_stamp_while_holding_a_bounded_window(bag):
+    gt = ground_truth(bag)
+    frames = list(render_scene(SCENE))
+    stamps = [m.stamp_ns for m in read_bag_images(bag, ["/exo/gt_mask"])]
+    for frame, stamp in zip(frames, stamps, strict=True):
+        np.testing.assert_array_equal(gt.get("exo", stamp), frame.exo_mask)
+    assert gt.get("exo", stamps[-1] + 1) is None
+
+    read = []
+    items = ((str(i % 2), i * 10**9, read.append(i) or i) for i in range(1000))
+    window = StampWindow(items, ahead_s=1.0, behind_s=2.0)
+    assert window.get("0", 500 * 10**9) == 500 and len(read) == 503  # to the first item over 1 s ahead
+    assert window.get("1", 497 * 10**9) is None  # more than 2 s behind the newest lookup: forgotten
+    score = BagScore(StampWindow(iter(())))
+    score.add("exo", 1, np.zeros((4, 4), bool))
+    assert score.summary()["results_without_gt"] == 1 and score.summary()["n_frames"] == 0
+
