@@ -40,7 +40,8 @@ class RosSession:
 
     def __init__(self, name: str, domain_id: int | None = None) -> None:
         self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
+        # args=[]: this program's own arguments (e.g. --remap A:=B) are not ROS arguments for rcl.
+        rclpy.init(args=[], context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node(name, context=self.context)
         self._executor = SingleThreadedExecutor(context=self.context)
         self._executor.add_node(self.node)
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         print(json.dumps(args.handler(args), indent=2))
-    except (LmeecError, TimeoutError, RuntimeError) as err:
+    except (LmeecError, OSError, RuntimeError) as err:  # OSError: missing files, timeouts
         print(f"lmeec_bag {args.command}: {err}", file=sys.stderr)
         return 2
     return 0

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+import lmeec_core
 from lmeec_core.bag_eval import StampWindow, bag_pairs, count_messages, ground_truth
 from lmeec_core.data.bags import EGO_IMAGE_TOPIC, read_bag_images, write_scene_bag
 from lmeec_core.data.clips import held_out_scene_seeds
@@ -35,7 +36,7 @@ from lmeec_ros.bag_score import read_results, score_results
 from lmeec_ros.bag_tools import RosSession, replay
 from lmeec_ros.local_ros import local_environment, pick_domain_id, start_node, stop_node, used_by_this_process
 
-ASSET = Path(__file__).resolve().parents[1] / "lmeec_core" / "assets" / "nano.pt"
+ASSET = Path(lmeec_core.__file__).resolve().parent / "assets" / "nano.pt"  # the shipped nano checkpoint
 SCENE = SceneConfig(seed=held_out_scene_seeds(1)[0], num_frames=80, fps=10.0, ego_size=(256, 256),
                     exo_size=(240, 320))
 SOURCE_VIEW, TARGET_VIEW = "ego", "exo"
