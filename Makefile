@@ -25,10 +25,10 @@ $(VENV)/.stamp-interfaces: $(VENV)/.stamp-deps scripts/build_interfaces.sh CMake
 	touch $@
 
 test: setup
-	$(PY) -m pytest test
+	LMEEC_REQUIRE_ROS=1 $(PY) -m pytest test
 
 demo: setup
-	$(VENV)/bin/lmeec demo
+	$(VENV)/bin/lmeec_demo
 
 bench: setup
 	$(VENV)/bin/lmeec bench --preset nano --frames 300

@@ -32,6 +32,9 @@ setup(
         "console_scripts": [
             "lmeec = lmeec_core.cli:main",
             "lmeec_node = lmeec_ros.node:main",
+            "lmeec_bag = lmeec_ros.bag_tools:main",
+            "lmeec_demo = lmeec_ros.demo:main",
+            "lmeec_bench_node = lmeec_ros.bench_node:main",
         ],
     },
 )

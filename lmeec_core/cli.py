@@ -1,15 +1,16 @@
 """The `lmeec` command: parity, bench, train, evaluate, demo.
 
 Each sub-command lives in its own module; this file only parses arguments and prints results
-(JSON for machine-read figures). Heavy modules are imported inside the handlers so `lmeec --help`
-stays fast.
+(JSON for machine-read figures). Heavy modules are imported inside the handlers.
+ROS tools have their own commands (lmeec_node, lmeec_bag, lmeec_demo, lmeec_bench_node) so that
+lmeec_core never imports rclpy.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from typing import Any
 
 from .errors import LmeecError
 
@@ -42,6 +43,46 @@ def _add_parity(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--direction", choices=("ego2exo", "exo2ego"), help="default: meta.json's, else ego2exo")
     p.add_argument("--threads", type=int, default=2, help="torch threads (the fixture was made with 2)")
     p.set_defaults(handler=_parity)
+
+
+def _tracker_for(args: argparse.Namespace):
+    """A tracker from the common --checkpoint/--preset and tracker options."""
+    from .model import build_preset, load_checkpoint
+    from .tracker import CorrespondenceTracker, TrackerConfig
+
+    model = (load_checkpoint(args.checkpoint, preset=args.preset)[0] if args.checkpoint
+             else build_preset(args.preset, seed=0))
+    config = TrackerConfig(device=args.device, dtype=args.dtype, compression=args.compression,
+                           capacity=args.capacity, compile=args.compile)
+    return model, config
+
+
+def _evaluate_bag(args: argparse.Namespace) -> int:
+    from .bag_eval import evaluate_bag
+    from .tracker import CorrespondenceTracker
+
+    model, config = _tracker_for(args)
+    figures = evaluate_bag(args.bag, CorrespondenceTracker(model, config), args.source_view, args.protocol,
+                           max_pairs=args.max_pairs)
+    _print_json(figures)
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(json.dumps(figures, indent=2, default=str))
+    return 0
+
+
+def _add_evaluate_bag(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate-bag", help="pair, track and score a rosbag2 with GT mask topics, without ROS")
+    p.add_argument("bag", help="rosbag2 folder (MCAP or sqlite3) with /ego|/exo image_raw and gt_mask topics")
+    p.add_argument("--checkpoint", help="checkpoint file; default: random weights of --preset")
+    p.add_argument("--preset", default="nano")
+    p.add_argument("--source-view", choices=("ego", "exo"), default="ego")
+    p.add_argument("--protocol", choices=("robot", "benchmark"), default="robot")
+    p.add_argument("--max-pairs", type=int)
+    p.add_argument("--out", help="also write the figures to this JSON file")
+    _add_tracker_options(p)
+    p.set_defaults(handler=_evaluate_bag)
 
 
 def _checkpoint(args: argparse.Namespace) -> int:
@@ -109,16 +150,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from .evaluate import CopySourceBox, TrackerPredictor, evaluate
-    from .model import build_preset, load_checkpoint
-    from .tracker import CorrespondenceTracker, TrackerConfig
+    from .tracker import CorrespondenceTracker
 
     if args.baseline == "copy-box":
         predictor_for = lambda seq: CopySourceBox()  # noqa: E731
     else:
-        model = (load_checkpoint(args.checkpoint, preset=args.preset)[0] if args.checkpoint
-                 else build_preset(args.preset, seed=0))
-        base = TrackerConfig(device=args.device, dtype=args.dtype, compression=args.compression,
-                             capacity=args.capacity, compile=args.compile)
+        model, base = _tracker_for(args)
         source_view = "ego" if args.direction == "ego2exo" else "exo"
 
         def predictor_for(seq):
@@ -148,16 +185,15 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_evaluate)
 
 
-def _lazy(module: str, adder: str) -> Callable[[argparse._SubParsersAction], None]:
-    """Sub-commands owned by other modules register themselves through an `add_*` function."""
-    def add(sub: argparse._SubParsersAction) -> None:
-        from importlib import import_module
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from .train import add_train_arguments, main_train
 
-        getattr(import_module(module, __package__), adder)(sub)
-    return add
+    p = sub.add_parser("train", help="train or fine-tune LM-EEC (synthetic scenes or processed takes)")
+    add_train_arguments(p)
+    p.set_defaults(handler=main_train)
 
 
-COMMANDS = [_add_parity, _add_bench, _add_evaluate, _add_checkpoint]
+COMMANDS = [_add_parity, _add_bench, _add_evaluate, _add_evaluate_bag, _add_checkpoint, _add_train]
 
 
 def build_parser() -> argparse.ArgumentParser:

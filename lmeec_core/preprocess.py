@@ -69,9 +69,9 @@ def check_box(box: object, shape: tuple[int, int]) -> np.ndarray:
     x0, y0, x1, y1 = arr
     h, w = shape
     if x1 <= x0 or y1 <= y0:
-        raise InputError(f"box {tuple(arr)} has x_max <= x_min or y_max <= y_min; expected a non-empty box")
+        raise InputError(f"box {arr.tolist()} has x_max <= x_min or y_max <= y_min; expected a non-empty box")
     if x1 < 0 or y1 < 0 or x0 > w - 1 or y0 > h - 1:
-        raise InputError(f"box {tuple(arr)} lies outside the {w}x{h} image; expected it to overlap the image")
+        raise InputError(f"box {arr.tolist()} lies outside the {w}x{h} image; expected it to overlap the image")
     return np.clip(arr, 0, [w - 1, h - 1, w - 1, h - 1])
 
 

@@ -75,3 +75,16 @@ def test_cli_runs_the_model_in_both_protocols(takes, tmp_path, capsys):
 def test_bad_protocol_is_refused(takes, tmp_path):
     with pytest.raises(InputError, match="protocol"):
         evaluate(takes, Oracle, tmp_path, protocol="oracle")
+
+
+def test_evaluate_bag_command_scores_a_synthetic_bag(tmp_path, capsys):
+    from lmeec_core.data.bags import write_scene_bag
+
+    bag = write_scene_bag(tmp_path / "scene.mcap", render_scene(SceneConfig(seed=5, num_frames=5, ego_size=(64, 64),
+                                                                              exo_size=(72, 96))))
+    out = tmp_path / "figures.json"
+    assert main(["evaluate-bag", str(bag), "--protocol", "benchmark", "--out", str(out)]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures == json.loads(out.read_text())
+    assert figures["target_view"] == "exo" and figures["pairs"] == 5
+    assert figures["metrics"]["n_frames"] >= 1
