@@ -41,9 +41,9 @@ def test_config_file_is_the_generated_one_and_holds_every_default():
     assert values == {name: default for name, (default, _) in params.specs().items()}
 
 
-def test_docs_embed_the_generated_parameter_table():
-    docs = (REPO / "docs" / "ros.md").read_text()
-    assert params.markdown_table() in docs, "regenerate: python -m lmeec_ros.params markdown"
+@pytest.mark.parametrize("doc", ["docs/ros.md", "README.md"])
+def test_docs_embed_the_generated_parameter_table(doc):
+    assert params.markdown_table() in (REPO / doc).read_text(), "regenerate: python -m lmeec_ros.params markdown"
 
 
 def test_every_parameter_has_a_description_and_a_default_that_passes_its_own_checks():
