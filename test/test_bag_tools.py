@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from lmeec_core.bag_eval import BagScore, StampWindow, evaluate_bag, ground_truth
 from lmeec_core.data.bags import read_bag_images, write_scene_bag
@@ -42,6 +43,16 @@ METRICS = ("iou", "ca", "le", "ba", "n_frames", "n_frames_with_gt", "results_wit
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory):
     return write_scene_bag(tmp_path_factory.mktemp("bags") / "scene", render_scene(SCENE))
+
+
+@pytest.fixture
+def one_thread():
+    """In-process tracking with one torch thread: on a busy 2-core machine two threads wait on each
+    other and a step takes several times longer (measured 0.1 s against 0.3-3 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +131,7 @@ def test_recorded_results_score_against_the_gt_topics(lockstep_run, bag):
     assert json.loads(cli.stdout)["metrics"] == pytest.approx(metrics, nan_ok=True)
 
 
-def test_the_offline_path_scores_the_bag_like_the_replay_through_the_node(lockstep_run, bag, checkpoint):
+def test_the_offline_path_scores_the_bag_like_the_replay_through_the_node(lockstep_run, bag, checkpoint, one_thread):
     offline = evaluate_bag(bag, CorrespondenceTracker.from_checkpoint(str(checkpoint), config=OFFLINE),
                            progress=False)
     replayed = score_results(lockstep_run[1], bag)["metrics"]
@@ -194,7 +205,7 @@ def _wait_for_line(proc: subprocess.Popen, text: str, timeout_s: float = 60.0) -
 
 # The offline path alone (no ROS needed).
 
-def test_benchmark_protocol_scores_only_pairs_where_the_source_shows_the_target(bag):
+def test_benchmark_protocol_scores_only_pairs_where_the_source_shows_the_target(bag, one_thread):
     tracker = CorrespondenceTracker(build_preset("nano", seed=MODEL_SEED), OFFLINE)
     figures = evaluate_bag(bag, tracker, source_view="exo", protocol="benchmark", max_pairs=4, progress=False)
     assert (figures["source_view"], figures["target_view"], figures["pairs"]) == ("exo", "ego", 4)
