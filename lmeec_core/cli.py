@@ -47,9 +47,13 @@ def _add_parity(sub: argparse._SubParsersAction) -> None:
 
 def _tracker_for(args: argparse.Namespace):
     """A tracker from the common --checkpoint/--preset and tracker options."""
-    from .model import build_preset, load_checkpoint
-    from .tracker import CorrespondenceTracker, TrackerConfig
+    import torch
 
+    from .model import build_preset, load_checkpoint
+    from .tracker import TrackerConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = (load_checkpoint(args.checkpoint, preset=args.preset)[0] if args.checkpoint
              else build_preset(args.preset, seed=0))
     config = TrackerConfig(device=args.device, dtype=args.dtype, compression=args.compression,
@@ -119,6 +123,7 @@ def _add_tracker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compression", choices=("merge", "drop", "fifo"), default="merge")
     p.add_argument("--capacity", type=int, default=6)
     p.add_argument("--compile", action="store_true", help="torch.compile the image encoder")
+    p.add_argument("--threads", type=int, help="torch CPU threads (1 is faster on a busy 2-core machine)")
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -140,7 +145,6 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exo-size", type=camera_size, default=(480, 640), help="WIDTHxHEIGHT")
     p.add_argument("--protocol", choices=("robot", "benchmark"), default="benchmark",
                    help="robot: target given once and tracked; benchmark: per-frame source mask")
-    p.add_argument("--threads", type=int)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_tracker_options(p)
     p.set_defaults(handler=_bench)
