@@ -22,7 +22,7 @@ from .model import LMEEC, MaskPrediction, ViewFeatures
 Probe = Callable[[str, object], None]
 
 
-def _ignore(name: str, value: object) -> None:
+def no_probe(name: str, value: object) -> None:
     """Default probe: intermediate values are not kept."""
 
 
@@ -55,7 +55,7 @@ class CrossViewResult:
 class CorrespondenceEngine:
     """Tensor-level LM-EEC inference with bounded dual memory; no images, no numpy."""
 
-    def __init__(self, model: LMEEC, memory: DualMemory, banks: str = "dual", probe: Probe = _ignore) -> None:
+    def __init__(self, model: LMEEC, memory: DualMemory, banks: str = "dual", probe: Probe = no_probe) -> None:
         if banks not in BANKS:
             raise ValueError(f"unknown bank setting {banks!r}; expected one of {BANKS}")
         self.model = model

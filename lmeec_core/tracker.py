@@ -17,7 +17,7 @@ import torch
 
 from . import preprocess as pp
 from .errors import ConfigError, InputError, StateError
-from .inference import CorrespondenceEngine, Probe, _ignore
+from .inference import CorrespondenceEngine, Probe, no_probe
 from .memory import BANKS, COMPRESSIONS, DualMemory
 from .model import LMEEC, MaskPrediction, ViewFeatures, build_preset, load_checkpoint
 
@@ -100,7 +100,7 @@ class _Timer:
 class CorrespondenceTracker:
     """LM-EEC as a streaming tracker: `set_target` once, `step` per frame pair."""
 
-    def __init__(self, model: LMEEC, config: TrackerConfig = TrackerConfig(), probe: Probe = _ignore) -> None:
+    def __init__(self, model: LMEEC, config: TrackerConfig = TrackerConfig(), probe: Probe = no_probe) -> None:
         self.config = config.validate()
         self.device = torch.device(config.device)
         self.model = model.to(self.device).eval()

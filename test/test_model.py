@@ -169,3 +169,10 @@ def test_checkpoint_command_describes_a_file(tmp_path, nano_model, capsys):
     torch.save({"model": nano_model.state_dict()}, tmp_path / "anon.pt")
     assert main(["checkpoint", str(tmp_path / "anon.pt")]) == 2
     assert "pass a preset or a model config" in capsys.readouterr().err
+
+
+def test_recognised_trunk_wins_over_a_default_preset(tmp_path):
+    model = build_model(preset_config("t", image_size=128))
+    torch.save({"model": model.state_dict()}, tmp_path / "t.pt")
+    loaded, report = load_checkpoint(tmp_path / "t.pt", preset="nano")  # the node's default preset
+    assert report.preset == "t" and loaded.image_size == 480

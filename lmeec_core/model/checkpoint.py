@@ -135,7 +135,7 @@ def load_checkpoint(
     """Build the network a checkpoint belongs to and load it strictly.
 
     A project checkpoint carries its configuration. For other files the configuration comes from
-    `config`, else `preset`, else the SAM 2.1 size recognised from the weights (480 px input).
+    `config`, else the SAM 2.1 size recognised from the weights (480 px input), else `preset`.
     """
     data = read_checkpoint_file(path)
     kind, state = _state_dict_of(data, Path(path))
@@ -145,7 +145,8 @@ def load_checkpoint(
         config = data["config"]
         preset = meta.get("preset", preset)
     if config is None:
-        preset = preset or infer_preset(state)
+        # The weights say which SAM 2.1 trunk they are for; `preset` only names trunks they cannot.
+        preset = infer_preset(state) or preset
         if preset is None:
             raise CheckpointError(
                 f"checkpoint {path} does not say which model it is for and its trunk is not a SAM 2.1 "
