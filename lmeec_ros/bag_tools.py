@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
@@ -21,6 +22,7 @@ from typing import Any
 import rclpy
 from rclpy.context import Context
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
 
 from lmeec_core.bag_eval import BagTopics
 from lmeec_core.errors import LmeecError
@@ -41,7 +43,10 @@ class RosSession:
     def __init__(self, name: str, domain_id: int | None = None) -> None:
         self.context = Context()
         # args=[]: this program's own arguments (e.g. --remap A:=B) are not ROS arguments for rcl.
-        rclpy.init(args=[], context=self.context, domain_id=domain_id)
+        # No rclpy signal handlers: `stop_on_signals` turns SIGINT/SIGTERM into KeyboardInterrupt,
+        # which every command handles by closing its bag and this session in order.
+        rclpy.init(args=[], context=self.context, domain_id=domain_id,
+                   signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node(name, context=self.context)
         self._executor = SingleThreadedExecutor(context=self.context)
         self._executor.add_node(self.node)
@@ -197,8 +202,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM stop a command cleanly, even when the shell started it with SIGINT ignored
+    (a background job of a non-interactive shell inherits that, and Python keeps it)."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    stop_on_signals()
     try:
         print(json.dumps(args.handler(args), indent=2))
     except (LmeecError, OSError, RuntimeError) as err:  # OSError: missing files, timeouts
