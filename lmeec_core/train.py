@@ -1,4 +1,4 @@
-"""Training LM-EEC with the paper's recipe (spec section 7) on synthetic rooms.
+"""Training LM-EEC with the paper's recipe (spec section 7) on synthetic rooms or processed takes.
 
 One step takes B clips of T consecutive frame pairs. Frame by frame, as the official
 `_prepare_memory_conditioned_features_wo_prompt`: F_view from the source memory of the current
@@ -29,7 +29,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -62,7 +62,11 @@ def _arg(default: Any, help: str) -> Any:  # noqa: A002 - argparse's word
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on; the defaults are the paper's fine-tuning recipe."""
+    """Everything a training run depends on.
+
+    The defaults are the paper's fine-tuning recipe (spec 7.1), except two additions for the robot:
+    clips of both directions (`direction`) and the source-view tracking loss (`source_loss_weight`).
+    """
 
     out_dir: str = _arg("runs/lmeec", "run folder: train_state.pt, model.pt, metrics.csv, tb/")
     preset: str = _arg("nano", "model preset when not initialising from a project checkpoint")
@@ -553,10 +557,17 @@ def train(config: TrainConfig) -> Path:
 # Command line (wired as `lmeec train` in cli.py)
 
 
-def _parse_optional(kind: type):
-    def parse(text: str):
+def _parse_optional(kind: type) -> Callable[[str], Any]:
+    """Parser of an optional value: 'none' (or nothing) means None."""
+    def parse(text: str) -> Any:
         return None if text.lower() in ("none", "") else kind(text)
     return parse
+
+
+_ARG_TYPES: dict[str, Callable[[str], Any]] = {
+    "int": int, "float": float, "str": str, "int | None": _parse_optional(int),
+    "float | None": _parse_optional(float), "str | None": _parse_optional(str),
+}
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -567,13 +578,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         if spec.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=spec.default, help=help_text)
             continue
-        kind = {"int": int, "float": float, "str": str, "int | None": _parse_optional(int),
-                "str | None": _parse_optional(str)}[spec.type]
-        parser.add_argument(flag, type=kind, default=spec.default, help=f"{help_text} (default: {spec.default})")
+        parser.add_argument(flag, type=_ARG_TYPES[spec.type], default=spec.default,
+                            help=f"{help_text} (default: {spec.default})")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of parsed `add_train_arguments` options."""
     return TrainConfig(**{spec.name: getattr(args, spec.name) for spec in fields(TrainConfig)})
 
 

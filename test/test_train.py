@@ -125,3 +125,17 @@ def test_bad_configs_are_refused():
     model = build_preset("nano", image_size=SIZE, seed=0)
     with pytest.raises(ConfigError, match="memory_size"):
         ClipForward(model, memory_size=7, pointer_frames=8, weights=TrainConfig().loss_weights, source_loss_weight=0)
+
+
+def test_the_shipped_nano_checkpoint_matches_its_record():
+    import hashlib
+    import json
+    from pathlib import Path
+
+    assets = Path(__file__).resolve().parents[1] / "lmeec_core" / "assets"
+    record = json.loads((assets / "nano.json").read_text())
+    data = (assets / "nano.pt").read_bytes()
+    assert len(data) < 25_000_000 and hashlib.sha256(data).hexdigest() == record["sha256"]
+    model, report = load_checkpoint(assets / "nano.pt")
+    assert report.kind == "lmeec_ros" and model.fusion == "moe" and model.image_size == record["model"]["image_size"]
+    assert {"ego2exo", "exo2ego"} == set(record["held_out"]["results"])
