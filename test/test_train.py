@@ -11,8 +11,8 @@ from lmeec_core.data.clips import (ClipConfig, RoomRecipe, SyntheticClips, TakeC
                                    held_out_scene_seeds, train_scene_seeds, write_held_out_takes)
 from lmeec_core.data.synthetic import SceneConfig, SyntheticScene
 from lmeec_core.errors import ConfigError
-from lmeec_core.model import build_preset, load_checkpoint
-from lmeec_core.train import (STATE_FILE, ClipForward, TrainConfig, lr_factor, param_groups, train)
+from lmeec_core.model import build_preset, load_checkpoint, preset_config, save_checkpoint
+from lmeec_core.train import STATE_FILE, ClipForward, TrainConfig, initial_model, lr_factor, param_groups, train
 from lmeec_core.tracker import CorrespondenceTracker
 
 SIZE = 64  # smallest input the nano trunk takes (multiple of 32); enough to exercise every path
@@ -71,6 +71,20 @@ def test_resume_refuses_a_different_run(tmp_path):
     train(_tiny_run(tmp_path, steps=1))
     with pytest.raises(ConfigError, match="seed"):
         train(_tiny_run(tmp_path, steps=2, seed=1, resume=True))
+
+
+def test_initialisation_from_a_project_or_a_sam2_style_checkpoint(tmp_path):
+    source = build_preset("nano", image_size=SIZE, seed=3)
+    save_checkpoint(source, tmp_path / "own.pt", preset_config("nano", image_size=SIZE))
+    model, config = initial_model(TrainConfig(init=str(tmp_path / "own.pt"), fusion="add"))
+    assert model.fusion == config["model"]["fusion"] == "add"  # an ablation started from trained weights
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in model.state_dict().items())
+
+    sam2_like = {k: v for k, v in source.state_dict().items() if not k.startswith("MV_MoE.")}
+    torch.save({"model": sam2_like}, tmp_path / "sam2.pt")
+    model, config = initial_model(TrainConfig(init=str(tmp_path / "sam2.pt"), preset="nano", image_size=SIZE))
+    assert config["model"]["image_size"] == SIZE and model.fusion == "moe"
+    assert torch.equal(model.state_dict()["obj_ptr_proj.layers.0.weight"], source.state_dict()["obj_ptr_proj.layers.0.weight"])
 
 
 def test_optimizer_groups_follow_the_recipe():
