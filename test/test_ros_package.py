@@ -92,7 +92,12 @@ def test_launch_file_starts_the_installed_lifecycle_node():
     assert {k: keywords[k].value for k in ("package", "executable", "name")} == {
         "package": "lmeec_ros", "executable": "lmeec_node", "name": "lmeec"}
     cmake = (REPO / "CMakeLists.txt").read_text()
-    assert re.search(r'install\(PROGRAMS "\$\{CMAKE_CURRENT_BINARY_DIR\}/lmeec_node" DESTINATION lib/\$\{PROJECT_NAME\}\)', cmake)
+    # every console tool, lmeec_node first, gets a wrapper in lib/<package>/ for ros2 run and launch
+    tools = re.search(r"foreach\(tool_and_module ([^)]*)\)", cmake)
+    assert tools and "lmeec_node:node" in tools.group(1).split()
+    ros_scripts = re.findall(r'"(\w+) = lmeec_ros\.(\w+):main"', (REPO / "setup.py").read_text())
+    assert sorted(tools.group(1).split()) == sorted(f"{tool}:{module}" for tool, module in ros_scripts)
+    assert 'install(PROGRAMS "${CMAKE_CURRENT_BINARY_DIR}/${tool}" DESTINATION lib/${PROJECT_NAME})' in cmake
     assert "install(DIRECTORY launch config DESTINATION share/${PROJECT_NAME})" in cmake
 
 
