@@ -188,6 +188,11 @@ def _fusion_features(frames: list[dict[str, Any]], processed: list[int]) -> dict
     }
 
 
+def _stack_bank(entries: list[torch.Tensor]) -> np.ndarray:
+    """[N, 1, C] bank entries -> [T, N, C] (the fixture's layout)."""
+    return np.stack([_np(e[:, 0]) for e in entries])
+
+
 def _compressions(frames: list[dict[str, Any]], processed: list[int]) -> dict[str, np.ndarray]:
     """k* of every compression, and the banks around the first one ([T, N, C], oldest first)."""
     events = [i for i, f in enumerate(frames) if f["banks"].kstar is not None]
@@ -199,15 +204,14 @@ def _compressions(frames: list[dict[str, Any]], processed: list[int]) -> dict[st
     appended_src = before["source_memory"].flatten(2).permute(2, 0, 1)
     appended_tgt = before["target_memory"].flatten(2).permute(2, 0, 1)
     after: BankView = frames[first]["banks"]
-    stack = lambda entries: np.stack([_np(e[:, 0]) for e in entries])  # noqa: E731
     return {
         "compress_frame_index": np.array([processed[i] for i in events], np.int32),
         "compress_kstar_src": np.stack([frames[i]["banks"].kstar[0][0].numpy() for i in events]).astype(np.uint8),
         "compress_kstar_tgt": np.stack([frames[i]["banks"].kstar[1][0].numpy() for i in events]).astype(np.uint8),
-        "bank_src_before_first_compression": stack([*previous.source, appended_src]),
-        "bank_tgt_before_first_compression": stack([*previous.target, appended_tgt]),
-        "bank_src_after_first_compression": stack(after.source),
-        "bank_tgt_after_first_compression": stack(after.target),
+        "bank_src_before_first_compression": _stack_bank([*previous.source, appended_src]),
+        "bank_tgt_before_first_compression": _stack_bank([*previous.target, appended_tgt]),
+        "bank_src_after_first_compression": _stack_bank(after.source),
+        "bank_tgt_after_first_compression": _stack_bank(after.target),
     }
 
 

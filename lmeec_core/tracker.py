@@ -18,7 +18,7 @@ import torch
 from . import preprocess as pp
 from .errors import ConfigError, InputError, StateError
 from .inference import CorrespondenceEngine, Probe, no_probe
-from .memory import BANKS, COMPRESSIONS, DualMemory
+from .memory import BANKS, COMPRESSIONS, BankView, DualMemory
 from .model import LMEEC, MaskPrediction, ViewFeatures, build_preset, load_checkpoint
 
 VIEWS = ("ego", "exo")
@@ -206,7 +206,8 @@ class CorrespondenceTracker:
                                      "expected a prompt on a visible object")
                 memory = self.engine.encode_source_memory(source, mask_t)
                 self.engine.set_prompt(self._index, source, memory, pointer)
-            return self._cross_view(images, features, mask_t, prompt_mask, memory, None, timer)
+            banks = self.engine.memory.banks_for(self._index)
+            return self._cross_view(images, features, mask_t, prompt_mask, memory, None, timer, banks)
 
     def _segment_prompt(self, source: ViewFeatures, coords: np.ndarray, labels: np.ndarray,
                         shape: tuple[int, int]) -> MaskPrediction:
@@ -257,11 +258,10 @@ class CorrespondenceTracker:
 
     def _cross_view(self, images: dict[str, np.ndarray], features: dict[str, ViewFeatures],
                     source_mask_t: torch.Tensor, source_mask: np.ndarray, memory: torch.Tensor,
-                    pointer: torch.Tensor | None, timer: _Timer, banks=None) -> Correspondence:
+                    pointer: torch.Tensor | None, timer: _Timer, banks: BankView) -> Correspondence:
         src_view, tgt_view = self._source_view, self._other(self._source_view)
         self.probe("source_mask_model", source_mask_t)
         with timer.stage("cross_view"):
-            banks = self.engine.memory.banks_for(self._index) if banks is None else banks
             out = self.engine.cross_view(self._index, features[src_view], features[tgt_view], memory, banks, pointer)
         self.probe("prediction", out)
         with timer.stage("postprocess"):

@@ -25,3 +25,11 @@ def nano_model():
     from lmeec_core.model import build_preset
 
     return build_preset("nano", image_size=128, seed=0)
+
+
+@pytest.fixture(scope="session")
+def shipped_model():
+    """The trained nano checkpoint shipped in the package: the model that actually segments things."""
+    from lmeec_core.model import load_checkpoint
+
+    return load_checkpoint(REPO / "lmeec_core" / "assets" / "nano.pt")[0]
