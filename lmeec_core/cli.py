@@ -189,6 +189,24 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_evaluate)
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import compare, load_evaluation
+
+    _print_json(compare(load_evaluation(args.base), load_evaluation(args.other), args.resamples, args.level,
+                        args.seed))
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="paired bootstrap comparison of two `lmeec evaluate` outputs (JSON)")
+    p.add_argument("base", help="evaluation folder (or metrics.json) of the reference model")
+    p.add_argument("other", help="evaluation folder (or metrics.json) of the model compared with it")
+    p.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples of the sequences")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level of the interval")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_compare)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from .train import add_train_arguments, main_train
 
@@ -197,7 +215,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=main_train)
 
 
-COMMANDS = [_add_parity, _add_bench, _add_evaluate, _add_evaluate_bag, _add_checkpoint, _add_train]
+COMMANDS = [_add_parity, _add_bench, _add_evaluate, _add_evaluate_bag, _add_compare, _add_checkpoint, _add_train]
 
 
 def build_parser() -> argparse.ArgumentParser:
