@@ -168,7 +168,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             return TrackerPredictor(CorrespondenceTracker(model, config), source_view, args.protocol)
 
     summary = evaluate(args.root, predictor_for, args.out, args.direction, args.protocol, args.takes,
-                       args.max_frames, plots=not args.no_plots)
+                       args.max_frames, plots=not args.no_plots, score_size=args.score_size)
     _print_json(summary["total"])
     return 0
 
@@ -185,6 +185,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--takes", nargs="*", help="only these take folders")
     p.add_argument("--max-frames", type=int, help="at most this many frames per sequence")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--score-size", type=int, metavar="N",
+                   help="score on an NxN square as the LM-EEC scripts do (480); default: the target image's size")
     _add_tracker_options(p)
     p.set_defaults(handler=_evaluate)
 

@@ -38,7 +38,7 @@ def load_evaluation(path: str | Path) -> dict[str, Any]:
 
 def _paired(base: dict[str, Any], other: dict[str, Any]) -> tuple[list[dict], list[dict]]:
     """Rows of both evaluations in the same sequence order; refuses different sequence sets."""
-    for key in ("direction", "protocol"):
+    for key in ("direction", "protocol", "score_size"):
         if base.get(key) != other.get(key):
             raise InputError(f"cannot compare a {key} {base.get(key)!r} evaluation with a {other.get(key)!r} one")
     a = {row["sequence"]: row for row in base["sequences"]}

@@ -10,7 +10,9 @@ Works on synthetic takes and on real processed EgoExo4D takes alike. Two protoco
 Outputs, in `out_dir`: `predictions.json` in the EgoExo4D challenge format (RLE + confidence),
 `metrics.json` (totals and per-sequence), `per_sequence.csv`, and one PNG of IoU over time per
 sequence. Masks are scored at the target image's resolution (GT annotations at a multiple of it are
-reduced by nearest sampling).
+reduced by nearest sampling), or, with `score_size=480`, as the LM-EEC scripts do: prediction and GT
+nearest-sampled to a 480x480 square whatever the camera's aspect ratio (CA's boundary tolerance and LE's
+diagonal then match the paper's figures).
 """
 from __future__ import annotations
 
@@ -75,7 +77,7 @@ class CopySourceBox:
 
 
 def _to_shape(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-sample an annotation-resolution mask down to an image's size."""
+    """Nearest-sample a mask to `shape` (an annotation down to its image, or both to the scoring square)."""
     if mask.shape == shape:
         return mask
     rows = (np.arange(shape[0]) * mask.shape[0] // shape[0])[:, None]
@@ -119,8 +121,12 @@ class SequenceResult:
     metrics: MetricAccumulator = field(default_factory=MetricAccumulator)
 
 
-def evaluate_sequence(seq: Sequence, predictor: Predictor, max_frames: int | None = None) -> SequenceResult:
-    """Run one sequence frame by frame (nothing preloaded) and score every predicted frame."""
+def evaluate_sequence(seq: Sequence, predictor: Predictor, max_frames: int | None = None,
+                      score_size: int | None = None) -> SequenceResult:
+    """Run one sequence frame by frame (nothing preloaded) and score every predicted frame.
+
+    `score_size`: score (and store) masks on a square of this side instead of the target image.
+    """
     result = SequenceResult(seq.key)
     started = False
     for frame in seq.frames[:max_frames]:
@@ -134,6 +140,8 @@ def evaluate_sequence(seq: Sequence, predictor: Predictor, max_frames: int | Non
         if output is None:
             continue
         mask, score = output
+        if score_size is not None:
+            mask = _to_shape(mask, (score_size, score_size))
         gt = (_to_shape(seq.take.load_mask(seq.obj, seq.target, frame), mask.shape)
               if seq.take.has_mask(seq.obj, seq.target, frame) else np.zeros(mask.shape, bool))
         scores = result.metrics.add(gt, mask)
@@ -159,8 +167,10 @@ def _plot_iou(result: SequenceResult, path: Path) -> None:
 
 def evaluate(root: str | Path, predictor_for: Any, out_dir: str | Path, direction: str = "ego2exo",
              protocol: str = "official", takes: list[str] | None = None, max_frames: int | None = None,
-             plots: bool = True) -> dict[str, Any]:
+             plots: bool = True, score_size: int | None = None) -> dict[str, Any]:
     """Evaluate every sequence; `predictor_for(sequence)` returns a fresh Predictor per sequence."""
+    if score_size is not None and score_size <= 0:
+        raise InputError(f"score size {score_size}; expected a positive side in pixels (the paper: 480)")
     if protocol not in PROTOCOLS:
         raise InputError(f"protocol {protocol!r}; expected one of {PROTOCOLS}")
     if direction not in TASK_KEYS:
@@ -170,7 +180,7 @@ def evaluate(root: str | Path, predictor_for: Any, out_dir: str | Path, directio
     total = MetricAccumulator()
     results, rows, challenge = [], [], {}
     for seq in tqdm(list(sequences(root, direction, takes)), desc="evaluate", unit="seq"):
-        res = evaluate_sequence(seq, predictor_for(seq), max_frames)
+        res = evaluate_sequence(seq, predictor_for(seq), max_frames, score_size)
         total.merge(res.metrics)
         results.append(res)
         rows.append({"sequence": res.key, **res.metrics.summary()})
@@ -178,7 +188,8 @@ def evaluate(root: str | Path, predictor_for: Any, out_dir: str | Path, directio
         take["masks"].setdefault(seq.obj, {})[f"{seq.source}_{seq.target}"] = res.predictions
         if plots:
             _plot_iou(res, out / f"iou_{res.key.replace('/', '__')}.png")
-    summary = {"direction": direction, "protocol": protocol, "total": total.summary(), "sequences": rows}
+    summary = {"direction": direction, "protocol": protocol, "score_size": score_size, "total": total.summary(),
+               "sequences": rows}
     task = TASK_KEYS[direction]
     (out / "predictions.json").write_text(json.dumps({task: {"version": "xx", "challenge": "xx", "results": challenge}}))
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))

@@ -47,6 +47,16 @@ def test_an_oracle_scores_perfectly_and_outputs_follow_the_challenge_format(take
     assert (tmp_path / "per_sequence.csv").read_text().startswith("sequence,iou,ca,le,ba")
 
 
+def test_score_size_scores_and_stores_square_masks_like_the_lmeec_scripts(takes, tmp_path):
+    summary = evaluate(takes, Oracle, tmp_path, protocol="official", plots=False, score_size=50)
+    assert summary["score_size"] == 50 and summary["total"]["iou"] == pytest.approx(1.0, abs=1e-6)
+    frames = json.loads((tmp_path / "predictions.json").read_text())["ego-exo"]["results"]["take21"]["masks"]
+    entry = next(iter(frames["target"]["aria01_214-1_cam01"].values()))
+    assert decode_mask(entry["pred_mask"]).shape == (50, 50)
+    with pytest.raises(InputError, match="score size 0"):
+        evaluate(takes, Oracle, tmp_path, score_size=0)
+
+
 def test_sequences_follow_the_direction(takes):
     ego2exo = next(sequences(takes, "ego2exo"))
     exo2ego = next(sequences(takes, "exo2ego"))
