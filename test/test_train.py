@@ -171,7 +171,6 @@ def test_bad_configs_are_refused():
 
 def test_the_shipped_nano_checkpoint_matches_its_record():
     import hashlib
-    import json
     from pathlib import Path
 
     assets = Path(__file__).resolve().parents[1] / "lmeec_core" / "assets"
