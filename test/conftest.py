@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: the ../shared folder (CI only) and small seeded models."""
+"""Shared pytest fixtures: the ../shared folder (CI only), small seeded models, a private ROS domain."""
 from __future__ import annotations
 
 import os
@@ -33,3 +33,26 @@ def shipped_model():
     from lmeec_core.model import load_checkpoint
 
     return load_checkpoint(REPO / "lmeec_core" / "assets" / "nano.pt")[0]
+
+
+@pytest.fixture(scope="module")
+def ros(tmp_path_factory, request):
+    """A ROS domain of the test module's own, for its node processes and this process's clients."""
+    from ros_helpers import RosEnv, require_ros
+
+    require_ros()
+    from lmeec_ros.local_ros import used_by_this_process
+
+    env = RosEnv.create(tmp_path_factory.mktemp(request.module.__name__))
+    with used_by_this_process(env.env):
+        yield env
+
+
+@pytest.fixture(scope="module")
+def client(ros, node):
+    """A client node on that domain, started after the module's `node` fixture."""
+    from ros_helpers import RosClient
+
+    c = RosClient(ros)
+    yield c
+    c.close()

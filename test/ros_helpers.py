@@ -24,6 +24,7 @@ try:
     from diagnostic_msgs.msg import DiagnosticArray
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState, GetState
+    from rcl_interfaces.msg import SetParametersResult
     from rcl_interfaces.srv import GetParameters, SetParameters
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor

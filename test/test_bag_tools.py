@@ -23,7 +23,7 @@ from lmeec_core.data.bags import read_bag_images, write_scene_bag
 from lmeec_core.data.synthetic import SceneConfig, render_scene
 from lmeec_core.model import build_preset, preset_config, save_checkpoint
 from lmeec_core.tracker import CorrespondenceTracker, TrackerConfig
-from ros_helpers import REPO, ROS_MISSING, NodeProcess, RosEnv, require_ros
+from ros_helpers import REPO, ROS_MISSING, NodeProcess
 
 if not ROS_MISSING:
     from rosgraph_msgs.msg import Clock
@@ -32,7 +32,6 @@ if not ROS_MISSING:
     from lmeec_ros.bag_replay import ReplayOptions, call_service, read_raw_images
     from lmeec_ros.bag_score import score_results
     from lmeec_ros.bag_tools import RosSession, replay
-    from lmeec_ros.local_ros import used_by_this_process
 
 SCENE = SceneConfig(seed=500_000, num_frames=8, ego_size=(128, 128), exo_size=(120, 160))
 MODEL_SEED = 4
@@ -59,14 +58,6 @@ def one_thread():
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "nano_random.pt"
     return save_checkpoint(build_preset("nano", seed=MODEL_SEED), path, preset_config("nano"), meta={"preset": "nano"})
-
-
-@pytest.fixture(scope="module")
-def ros(tmp_path_factory):
-    require_ros()
-    env = RosEnv.create(tmp_path_factory.mktemp("ros_bag_tools"))
-    with used_by_this_process(env.env):
-        yield env
 
 
 @pytest.fixture(scope="module")

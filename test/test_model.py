@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lmeec_core.errors import CheckpointError, ConfigError
-from lmeec_core.model import (FUSIONS, MV_MoE, build_model, build_preset, load_checkpoint, preset_config,
+from lmeec_core.model import (FUSIONS, MV_MoE, build_model, load_checkpoint, preset_config,
                               save_checkpoint)
 from lmeec_core.model.mv_moe import fuse
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ros_helpers import NodeProcess, RosClient, RosEnv, diagnostic_values, fastdds_shm_files, mask_image, require_ros
+from ros_helpers import NodeProcess, diagnostic_values, fastdds_shm_files, mask_image, require_ros
 
 require_ros()
 
@@ -19,18 +19,10 @@ from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
-from lmeec_ros.local_ros import used_by_this_process  # noqa: E402
 from lmeec_ros.msg import Correspondence  # noqa: E402
 
 EGO_SIZE, EXO_SIZE = (160, 120), (200, 150)
 COMPRESSED_TOPICS = ("/ego/image_raw/compressed", "/exo/image_raw/compressed")
-
-
-@pytest.fixture(scope="module")
-def ros(tmp_path_factory):
-    env = RosEnv.create(tmp_path_factory.mktemp("ros_lifecycle"))
-    with used_by_this_process(env.env):
-        yield env
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +32,6 @@ def node(ros):
     yield proc
     if proc.alive():
         proc.stop(signal.SIGTERM)
-
-
-@pytest.fixture(scope="module")
-def client(ros, node):
-    c = RosClient(ros)
-    yield c
-    c.close()
 
 
 def diagnostics_now(client, predicate=lambda status: True, timeout_s=15.0):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ros_helpers import (NodeProcess, RosClient, RosEnv, diagnostic_values, fastdds_shm_files, mask_image,
+from ros_helpers import (NodeProcess, diagnostic_values, fastdds_shm_files, mask_image,
                          require_ros, rgb_image, ros_time, stamp_of)
 
 require_ros()
@@ -21,7 +21,6 @@ from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import Point  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from lmeec_ros.local_ros import used_by_this_process  # noqa: E402
 from lmeec_ros.msg import Correspondence  # noqa: E402
 
 EGO_SIZE, EXO_SIZE = (160, 120), (200, 150)
@@ -38,13 +37,6 @@ TEST_PARAMETERS = """\
 
 
 @pytest.fixture(scope="module")
-def ros(tmp_path_factory):
-    env = RosEnv.create(tmp_path_factory.mktemp("ros_node"))
-    with used_by_this_process(env.env):
-        yield env
-
-
-@pytest.fixture(scope="module")
 def node(ros):
     overrides = ros.tmp / "test_parameters.yaml"
     overrides.write_text(TEST_PARAMETERS)
@@ -53,13 +45,6 @@ def node(ros):
     yield proc
     if proc.alive():
         proc.stop(signal.SIGINT)
-
-
-@pytest.fixture(scope="module")
-def client(ros, node):
-    c = RosClient(ros)
-    yield c
-    c.close()
 
 
 @pytest.fixture(scope="module")
