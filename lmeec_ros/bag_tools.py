@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import threading
 import time
@@ -29,6 +28,7 @@ from lmeec_core.errors import LmeecError
 from lmeec_ros.bag_record import OutputRecorder, output_topics
 from lmeec_ros.bag_replay import BagPlayer, ReplayOptions, TargetFromGroundTruth
 from lmeec_ros.bag_score import score_results
+from lmeec_ros.shutdown import stop_on_signals
 
 DISCOVERY_TIMEOUT_S = 60.0
 
@@ -200,17 +200,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_topic_options(p)
     p.set_defaults(handler=_score_command)
     return parser
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def stop_on_signals() -> None:
-    """Ctrl-C and SIGTERM stop a command cleanly, even when the shell started it with SIGINT ignored
-    (a background job of a non-interactive shell inherits that, and Python keeps it)."""
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def main(argv: list[str] | None = None) -> int:

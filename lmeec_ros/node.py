@@ -21,10 +21,11 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
@@ -41,6 +42,7 @@ from lmeec_ros.newest_only_worker import NewestOnlyWorker
 from lmeec_ros.outputs import OutputPublishers
 from lmeec_ros.pairing import BACKEND, CameraPairing
 from lmeec_ros.prompt import describe_prompt, prompt_from_request
+from lmeec_ros.shutdown import on_stop_signal, shut_down, spin_until
 from lmeec_ros.srv import SetTarget
 
 NODE_NAME = "lmeec"
@@ -430,7 +432,8 @@ class LmeecNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> None:
     """Run the node until SIGINT/SIGTERM (`lmeec_node --ros-args --params-file config/lmeec.yaml`)."""
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stopped = on_stop_signal()
     node = LmeecNode()
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
@@ -439,15 +442,12 @@ def main(args: list[str] | None = None) -> None:
             node.start()
         else:
             node.get_logger().info("autostart is off: waiting for lifecycle transitions")
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin_until(stopped, executor)
     finally:
+        shut_down(executor)
         node.release()
-        executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
-
 
 if __name__ == "__main__":
     main()
