@@ -86,6 +86,8 @@ class TrainConfig:
     scene_frames: int = _arg(60, "synthetic: frames per room that clips are cut from")
     scene_fps: float = _arg(3.0, "synthetic: frame rate, i.e. 1/fps seconds between clip frames")
     steps: int = _arg(1000, "optimiser steps")
+    schedule_steps: int | None = _arg(None, "length of the warm-up + cosine schedule; default --steps. Give "
+                                            "the final total to split one run into --resume sessions")
     batch_size: int = _arg(1, "clips per step and process")
     lr: float = _arg(5e-6, "peak learning rate of everything but the image encoder")
     vision_lr: float = _arg(3e-6, "peak learning rate of the image encoder")
@@ -106,7 +108,7 @@ class TrainConfig:
     log_every: int = _arg(10, "steps between CSV/TensorBoard rows")
     save_every: int = _arg(200, "steps between training-state checkpoints (and at the end)")
     resume: bool = _arg(False, "continue from out_dir/train_state.pt (a larger --steps extends a finished "
-                               "run; the cosine schedule stretches to the new total)")
+                               "run; without --schedule-steps the cosine stretches to the new total)")
     half: bool = _arg(False, "store the exported model.pt in float16")
 
     def __post_init__(self) -> None:
@@ -117,6 +119,8 @@ class TrainConfig:
             (self.clip_frames >= 1 and self.steps >= 1 and self.batch_size >= 1,
              "clip_frames, steps and batch_size must be >= 1"),
             (self.memory_size >= 1, f"memory_size {self.memory_size}; expected >= 1"),
+            (self.schedule_steps is None or self.schedule_steps >= self.steps,
+             f"schedule_steps {self.schedule_steps}; expected at least steps ({self.steps})"),
             (self.pointer_frames is None or self.pointer_frames >= 2,
              f"pointer_frames {self.pointer_frames}; expected >= 2"),
             (0 < self.lr_end_factor <= 1, f"lr_end_factor {self.lr_end_factor}; expected in (0, 1]"),
@@ -312,7 +316,7 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     """Multiplier of the peak rates at `step`: linear warm-up, then cosine down to lr_end_factor."""
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
-    span = max(config.steps - config.warmup_steps, 1)
+    span = max((config.schedule_steps or config.steps) - config.warmup_steps, 1)
     progress = min((step - config.warmup_steps) / span, 1.0)
     end = config.lr_end_factor
     return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))

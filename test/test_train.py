@@ -72,6 +72,22 @@ def test_a_run_resumes_from_its_saved_step_and_exports_a_tracker_checkpoint(tmp_
     assert result.mask.shape == frame.exo_mask.shape and 0.0 <= result.score <= 1.0
 
 
+def test_a_run_split_into_sessions_by_schedule_steps_follows_the_schedule_of_one_run(tmp_path):
+    def logged_rates(run_dir):
+        with open(run_dir / "metrics.csv") as f:
+            return [float(row["lr"]) for row in csv.DictReader(f)]
+
+    whole = _tiny_run(tmp_path / "whole", steps=4, warmup_steps=1)
+    train(whole)
+    train(_tiny_run(tmp_path / "split", steps=2, schedule_steps=4, warmup_steps=1))
+    train(_tiny_run(tmp_path / "split", steps=4, schedule_steps=4, warmup_steps=1, resume=True))
+    rates = logged_rates(tmp_path / "whole" / "run")
+    assert len(rates) == 4 and rates == pytest.approx(logged_rates(tmp_path / "split" / "run"), rel=1e-6)
+    assert rates[1] > rates[2] > rates[3]  # one decay, no warm restart at the split
+    with pytest.raises(ConfigError, match="schedule_steps"):
+        _tiny_run(tmp_path, steps=4, schedule_steps=3)
+
+
 def test_resume_refuses_a_different_run(tmp_path):
     train(_tiny_run(tmp_path, steps=1))
     with pytest.raises(ConfigError, match="seed"):
@@ -142,6 +158,7 @@ def test_cosine_schedule_with_warmup():
     assert lr_factor(10, config) == pytest.approx(1.0)
     assert lr_factor(60, config) == pytest.approx(0.55)
     assert lr_factor(110, config) == pytest.approx(0.1)
+    assert lr_factor(60, TrainConfig(steps=50, schedule_steps=110, warmup_steps=10)) == pytest.approx(0.55)
 
 
 def test_training_and_held_out_rooms_are_disjoint():
