@@ -165,10 +165,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         def predictor_for(seq):
             # The official protocol normalises pointer distances by the sequence length (max 16).
             config = replace(base, pointer_frames=min(16, len(seq.frames))) if args.protocol == "official" else base
-            return TrackerPredictor(CorrespondenceTracker(model, config), source_view, args.protocol)
+            return TrackerPredictor(CorrespondenceTracker(model, config), source_view, args.protocol, args.prompt)
 
     summary = evaluate(args.root, predictor_for, args.out, args.direction, args.protocol, args.takes,
-                       args.max_frames, plots=not args.no_plots, score_size=args.score_size)
+                       args.max_frames, plots=not args.no_plots, score_size=args.score_size, prompt=args.prompt)
     _print_json(summary["total"])
     return 0
 
@@ -181,6 +181,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="nano")
     p.add_argument("--direction", choices=("ego2exo", "exo2ego"), default="ego2exo")
     p.add_argument("--protocol", choices=("official", "robot"), default="official")
+    p.add_argument("--prompt", choices=("mask", "box", "click"), default="mask",
+                   help="robot protocol: mark the target with its GT mask, its box or one click at its centre")
     p.add_argument("--baseline", choices=("copy-box",), help="score a baseline instead of the model")
     p.add_argument("--takes", nargs="*", help="only these take folders")
     p.add_argument("--max-frames", type=int, help="at most this many frames per sequence")

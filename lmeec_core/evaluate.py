@@ -5,7 +5,9 @@ Works on synthetic takes and on real processed EgoExo4D takes alike. Two protoco
 * `official`: the source-view GT mask is given on every frame and frames with an empty source
   mask are not predicted (what the LM-EEC paper reports);
 * `robot`: the target is given once, on the first frame where it is visible in the source view,
-  and tracked from there (what the ROS node does).
+  and tracked from there (what the ROS node does). The prompt is that frame's GT mask, or (`prompt`)
+  its bounding box or one click on the mask pixel nearest its centroid, as an operator would give
+  them through `~/set_target`.
 
 Outputs, in `out_dir`: `predictions.json` in the EgoExo4D challenge format (RLE + confidence),
 `metrics.json` (totals and per-sequence), `per_sequence.csv`, and one PNG of IoU over time per
@@ -32,6 +34,7 @@ from .preprocess import bbox_of
 from .tracker import CorrespondenceTracker
 
 PROTOCOLS = ("official", "robot")
+PROMPTS = ("mask", "box", "click")
 TASK_KEYS = {"ego2exo": "ego-exo", "exo2ego": "exo-ego"}
 
 
@@ -42,6 +45,17 @@ class Predictor(Protocol):
                 source_mask: np.ndarray | None, first: bool) -> tuple[np.ndarray, float] | None: ...
 
 
+def prompt_from_mask(mask: np.ndarray, kind: str) -> dict[str, Any]:
+    """`set_target` keyword arguments marking the object of a non-empty GT mask with a mask, box or click."""
+    if kind == "mask":
+        return {"mask": mask}
+    if kind == "box":
+        return {"box": bbox_of(mask)}
+    ys, xs = np.nonzero(mask)
+    nearest = np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2)
+    return {"points": [[int(xs[nearest]), int(ys[nearest])]], "labels": [1]}
+
+
 @dataclass
 class TrackerPredictor:
     """The LM-EEC tracker behind the Predictor interface, for either protocol."""
@@ -49,15 +63,26 @@ class TrackerPredictor:
     tracker: CorrespondenceTracker
     source_view: str
     protocol: str
+    prompt: str = "mask"
 
     def predict(self, source_image, target_image, source_mask, first):
         ego, exo = (source_image, target_image) if self.source_view == "ego" else (target_image, source_image)
-        if first:
-            result = self.tracker.set_target(self.source_view, ego, exo, mask=source_mask)
-        else:
-            given = source_mask if self.protocol == "official" else None
-            result = self.tracker.step(ego, exo, source_mask=given)
+        if first or not self.tracker.has_target:
+            return self._set_target(ego, exo, source_mask, target_image.shape[:2])
+        given = source_mask if self.protocol == "official" else None
+        result = self.tracker.step(ego, exo, source_mask=given)
         return None if result.skipped else (result.mask, result.score)
+
+    def _set_target(self, ego, exo, source_mask, target_shape):
+        """Mark the target; a box or click that selects nothing finds nothing, and is given again on
+        the next frame showing the object, as an operator would."""
+        if not source_mask.any():
+            return np.zeros(target_shape, bool), 0.0
+        try:
+            result = self.tracker.set_target(self.source_view, ego, exo, **prompt_from_mask(source_mask, self.prompt))
+        except InputError:
+            return np.zeros(target_shape, bool), 0.0
+        return result.mask, result.score
 
 
 @dataclass
@@ -167,8 +192,14 @@ def _plot_iou(result: SequenceResult, path: Path) -> None:
 
 def evaluate(root: str | Path, predictor_for: Any, out_dir: str | Path, direction: str = "ego2exo",
              protocol: str = "official", takes: list[str] | None = None, max_frames: int | None = None,
-             plots: bool = True, score_size: int | None = None) -> dict[str, Any]:
-    """Evaluate every sequence; `predictor_for(sequence)` returns a fresh Predictor per sequence."""
+             plots: bool = True, score_size: int | None = None, prompt: str = "mask") -> dict[str, Any]:
+    """Evaluate every sequence; `predictor_for(sequence)` returns a fresh Predictor per sequence.
+
+    `prompt` is recorded with the figures and checked: the predictors were built with it.
+    """
+    if prompt not in PROMPTS or (prompt != "mask" and protocol != "robot"):
+        raise InputError(f"prompt {prompt!r} with the {protocol} protocol; expected one of {PROMPTS} with the "
+                         "robot protocol (the official one gives the GT mask on every frame)")
     if score_size is not None and score_size <= 0:
         raise InputError(f"score size {score_size}; expected a positive side in pixels (the paper: 480)")
     if protocol not in PROTOCOLS:
@@ -188,7 +219,8 @@ def evaluate(root: str | Path, predictor_for: Any, out_dir: str | Path, directio
         take["masks"].setdefault(seq.obj, {})[f"{seq.source}_{seq.target}"] = res.predictions
         if plots:
             _plot_iou(res, out / f"iou_{res.key.replace('/', '__')}.png")
-    summary = {"direction": direction, "protocol": protocol, "score_size": score_size, "total": total.summary(),
+    summary = {"direction": direction, "protocol": protocol, "prompt": prompt, "score_size": score_size,
+               "total": total.summary(),
                "sequences": rows}
     task = TASK_KEYS[direction]
     (out / "predictions.json").write_text(json.dumps({task: {"version": "xx", "challenge": "xx", "results": challenge}}))

@@ -85,11 +85,6 @@ class CorrespondenceEngine:
         self.probe("source_memory", features)
         return _tokens(features)
 
-    def segment_prompt(self, source: ViewFeatures, coords: torch.Tensor, labels: torch.Tensor) -> MaskPrediction:
-        """SAM 2 segmentation of a box or clicks on the prompt frame (no memory yet)."""
-        multimask = bool((labels < 2).all()) and labels.shape[1] == 1
-        return self.model.predict_mask(self.model.no_memory_embedding(source), source, coords, labels, multimask)
-
     def set_prompt(self, index: int, source: ViewFeatures, source_memory: torch.Tensor,
                    pointer: torch.Tensor | None = None) -> torch.Tensor:
         """Remember the prompt frame's source memory for source tracking; returns its pointer.

@@ -214,7 +214,7 @@ class CorrespondenceTracker:
         scaled = pp.scale_points(coords, shape, self.model.image_size)
         coords_t = torch.as_tensor(scaled, dtype=torch.float32, device=self.device)[None]
         labels_t = torch.as_tensor(labels, dtype=torch.int32, device=self.device)[None]
-        return self.engine.segment_prompt(source, coords_t, labels_t)
+        return self.model.segment_prompt(source, coords_t, labels_t)
 
     def step(self, ego_image: np.ndarray, exo_image: np.ndarray, *,
              source_mask: np.ndarray | None = None, stamp: float | None = None) -> Correspondence:

@@ -46,6 +46,7 @@ from .errors import CheckpointError, ConfigError
 from .losses import LOSS_TERMS, LossAccumulator, LossWeights
 from .model import FORMAT, LMEEC, MaskPrediction, ViewFeatures, build_model, load_checkpoint, preset_config
 from .model.checkpoint import read_checkpoint_file, save_checkpoint
+from .prompt_sampling import sample_prompt
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ class TrainConfig:
     loss_iou: float = _arg(1.0, "weight of the IoU-prediction L1 loss")
     loss_score: float = _arg(1.0, "weight of the object-score BCE")
     source_loss_weight: float = _arg(1.0, "weight of the source-view tracking loss (0 = the paper's recipe)")
+    prompt_loss_weight: float = _arg(0.0, "weight of a loss on segmenting each clip's first source frame from a "
+                                          "sampled box or clicks (SAM 2's prompt training; 0 = the paper's recipe)")
     seed: int = _arg(0, "seed of the initial weights, the clip sampling and dropout")
     device: str = _arg("auto", "auto | cpu | cuda | cuda:N (torchrun: the local rank's GPU)")
     threads: int | None = _arg(None, "torch CPU threads (torch.set_num_threads)")
@@ -169,7 +172,7 @@ class ClipForward(nn.Module):
     """
 
     def __init__(self, model: LMEEC, memory_size: int, pointer_frames: int, weights: LossWeights,
-                 source_loss_weight: float) -> None:
+                 source_loss_weight: float, prompt_loss_weight: float = 0.0) -> None:
         super().__init__()
         if not 1 <= memory_size <= model.num_maskmem - 1:
             raise ConfigError(f"memory_size {memory_size}; this model has temporal encodings for at most "
@@ -179,6 +182,7 @@ class ClipForward(nn.Module):
         self.max_distance = min(pointer_frames, model.max_obj_ptrs_in_encoder) - 1
         self.weights = weights
         self.source_loss_weight = source_loss_weight
+        self.prompt_loss_weight = prompt_loss_weight
 
     def forward(self, batch: ClipBatch) -> dict[str, torch.Tensor]:
         model, frames, size = self.model, batch.num_frames, batch.batch_size
@@ -187,23 +191,31 @@ class ClipForward(nn.Module):
         ones = torch.ones(frames * size, 1, device=batch.source_images.device)
         source_maps, pos = model.encode_memory(source_all, batch.source_masks.flatten(0, 1), ones)
         memory = _ClipMemory(source=list(_tokens(source_maps).split(size, dim=1)), pos=_tokens(pos)[:, :size])
-        target_loss, source_loss = LossAccumulator(size), LossAccumulator(size)
+        losses = {name: LossAccumulator(size) for name in ("target", "source", "prompt")}
         for t in range(frames):
             target = _frame_rows(target_all, t, size)
-            target_loss.add(self._cross_view(t, target, memory), batch.target_masks[t])
+            losses["target"].add(self._cross_view(t, target, memory), batch.target_masks[t])
             if self.source_loss_weight > 0:
                 source = _frame_rows(source_all, t, size)
-                source_loss.add(self._track_source(t, source, memory), batch.source_masks[t])
-        return self._outputs(target_loss, source_loss)
+                losses["source"].add(self._track_source(t, source, memory), batch.source_masks[t])
+        if self.prompt_loss_weight > 0:
+            first = _frame_rows(source_all, 0, size)
+            coords, labels = sample_prompt(batch.source_masks[0])
+            losses["prompt"].add(model.segment_prompt(first, coords, labels), batch.source_masks[0])
+        return self._outputs(losses)
 
-    def _outputs(self, target: LossAccumulator, source: LossAccumulator) -> dict[str, torch.Tensor]:
-        loss = self.weights.total(target.terms)
-        out = {f"target_{name}": target.terms[name].detach() for name in LOSS_TERMS}
-        out["target_iou_train"] = torch.tensor(target.mean_iou())
-        if self.source_loss_weight > 0:
-            loss = loss + self.source_loss_weight * self.weights.total(source.terms)
-            out.update({f"source_{name}": source.terms[name].detach() for name in LOSS_TERMS})
-            out["source_iou_train"] = torch.tensor(source.mean_iou())
+    def _outputs(self, losses: dict[str, LossAccumulator]) -> dict[str, torch.Tensor]:
+        """The weighted total and, detached, each enabled branch's terms and training IoU."""
+        weights = {"target": 1.0, "source": self.source_loss_weight, "prompt": self.prompt_loss_weight}
+        out: dict[str, torch.Tensor] = {}
+        loss = 0.0
+        for branch, weight in weights.items():
+            if weight <= 0:
+                continue
+            terms = losses[branch].terms
+            loss = loss + weight * self.weights.total(terms)
+            out.update({f"{branch}_{name}": terms[name].detach() for name in LOSS_TERMS})
+            out[f"{branch}_iou_train"] = torch.tensor(losses[branch].mean_iou())
         out["loss"] = loss
         return out
 
@@ -489,7 +501,8 @@ def _set_up(config: TrainConfig) -> _Run:
     model, model_config = initial_model(config)
     model.to(device).train()
     pointer_frames = config.pointer_frames or min(config.clip_frames, model.max_obj_ptrs_in_encoder)
-    forward = ClipForward(model, config.memory_size, pointer_frames, config.loss_weights, config.source_loss_weight)
+    forward = ClipForward(model, config.memory_size, pointer_frames, config.loss_weights, config.source_loss_weight,
+                          config.prompt_loss_weight)
     step_fn = DistributedDataParallel(forward, find_unused_parameters=True) if procs.world > 1 else forward
     optimizer = torch.optim.AdamW(param_groups(model, config))
     start, elapsed = 0, 0.0

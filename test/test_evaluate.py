@@ -2,15 +2,21 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lmeec_core.cli import main
-from lmeec_core.data.synthetic import SceneConfig, render_scene
+from lmeec_core.data.synthetic import SceneConfig, SyntheticScene, render_scene
 from lmeec_core.data.takes import decode_mask, write_take
 from lmeec_core.errors import InputError
-from lmeec_core.evaluate import CopySourceBox, evaluate, sequences
+from lmeec_core.model import load_checkpoint
+from lmeec_core.tracker import CorrespondenceTracker
+from lmeec_core.evaluate import CopySourceBox, TrackerPredictor, evaluate, prompt_from_mask, sequences
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "lmeec_core" / "assets" / "nano.pt"
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +91,41 @@ def test_cli_runs_the_model_in_both_protocols(takes, tmp_path, capsys):
 def test_bad_protocol_is_refused(takes, tmp_path):
     with pytest.raises(InputError, match="protocol"):
         evaluate(takes, Oracle, tmp_path, protocol="oracle")
+    with pytest.raises(InputError, match="prompt 'box' with the official protocol"):
+        evaluate(takes, Oracle, tmp_path, protocol="official", prompt="box")
+
+
+def test_prompts_from_a_mask_are_its_box_and_a_click_inside_it_near_its_centre():
+    ring = np.zeros((40, 40), bool)
+    ring[10:30, 10:30] = True
+    ring[14:26, 14:26] = False   # centroid (19.5, 19.5) is in the hole
+    assert prompt_from_mask(ring, "mask")["mask"] is ring
+    assert prompt_from_mask(ring, "box") == {"box": (10, 10, 29, 29)}
+    click = prompt_from_mask(ring, "click")
+    (x, y), = click["points"]
+    assert click["labels"] == [1] and ring[y, x] and np.hypot(x - 19.5, y - 19.5) < 6.6  # the hole is 6 px wide
+
+
+def test_a_box_that_selects_nothing_finds_nothing_and_is_given_again_on_the_next_frame(nano_model):
+    frames = [SyntheticScene(SceneConfig(seed=21, num_frames=2, ego_size=(64, 64), exo_size=(72, 96))).frame(i)
+              for i in range(2)]
+    predictor = TrackerPredictor(CorrespondenceTracker(nano_model), "ego", "robot", prompt="box")
+    for i, frame in enumerate(frames):   # random weights: the box segments to nothing
+        mask, score = predictor.predict(frame.ego_image, frame.exo_image, frame.ego_mask, first=i == 0)
+        assert mask.shape == frame.exo_mask.shape and not mask.any() and score == 0.0
+        assert not predictor.tracker.has_target
+    shipped = TrackerPredictor(CorrespondenceTracker(load_checkpoint(SHIPPED)[0]), "ego", "robot", prompt="box")
+    mask, score = shipped.predict(frames[1].ego_image, frames[1].exo_image, frames[1].ego_mask, first=False)
+    assert shipped.tracker.has_target and mask.any() and score > 0.5   # a trained model takes it on its first try
+
+
+def test_cli_records_the_robot_protocol_prompt(takes, tmp_path, capsys):
+    out = tmp_path / "box"
+    assert main(["evaluate", str(takes), "--out", str(out), "--protocol", "robot", "--prompt", "box", "--no-plots",
+                 "--checkpoint", str(SHIPPED)]) == 0
+    capsys.readouterr()
+    summary = json.loads((out / "metrics.json").read_text())
+    assert (summary["protocol"], summary["prompt"]) == ("robot", "box") and summary["total"]["n_frames"] > 0
 
 
 def test_evaluate_bag_command_scores_a_synthetic_bag(tmp_path, capsys):

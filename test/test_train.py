@@ -50,6 +50,31 @@ def test_the_loss_falls_on_a_fixed_clip():
     assert np.mean(losses[-2:]) < 0.5 * np.mean(losses[:2])
 
 
+@pytest.mark.parametrize("prompt_loss_weight", [0.0, 1.0])
+def test_the_prompt_loss_trains_the_box_and_click_prompt_path(prompt_loss_weight):
+    torch.manual_seed(0)
+    model = build_preset("nano", image_size=SIZE, seed=0).train()
+    config = TrainConfig(image_size=SIZE, lr=1e-3, vision_lr=1e-3, grad_clip=1.0, steps=6)
+    step = ClipForward(model, memory_size=6, pointer_frames=2, weights=config.loss_weights, source_loss_weight=1.0,
+                       prompt_loss_weight=prompt_loss_weight)
+    optimizer = torch.optim.AdamW(param_groups(model, config))
+    clips = SyntheticClips(ClipConfig(image_size=SIZE, num_frames=2, direction="ego2exo"), RoomRecipe(10, 6), 1)
+    batch = collate_clips([clips[0]])
+    prompt_embeddings = model.sam_prompt_encoder.point_embeddings  # [1] click, [2]/[3] box corners
+    gradient = torch.zeros(len(prompt_embeddings))
+    for _ in range(config.steps):
+        out = step(batch)
+        optimizer.zero_grad()
+        out["loss"].backward()
+        gradient += torch.stack([e.weight.grad.abs().sum() for e in prompt_embeddings])
+        optimizer.step()
+    assert ("prompt_iou_train" in out) == (prompt_loss_weight > 0)
+    assert np.isfinite(out["loss"].item())
+    # mask prompts never use the click or box embeddings; the prompt loss trains both (6 steps of
+    # box-or-clicks with seed 0 draw each kind)
+    assert (gradient[1:4] > 0).tolist() == [prompt_loss_weight > 0] * 3
+
+
 def test_a_run_resumes_from_its_saved_step_and_exports_a_tracker_checkpoint(tmp_path):
     first = train(_tiny_run(tmp_path))
     state = torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)

@@ -134,6 +134,15 @@ class LMEEC(SAM2Base):
         feat = view.feat + self.no_mem_embed
         return feat.permute(1, 2, 0).reshape(feat.shape[1], self.hidden_dim, h, w)
 
+    def segment_prompt(self, view: ViewFeatures, coords: torch.Tensor, labels: torch.Tensor) -> MaskPrediction:
+        """SAM 2 segmentation of a box or clicks on a prompt frame (no memory yet).
+
+        One click is ambiguous (a part or the whole), so it takes the best of SAM's three outputs by
+        predicted IoU, as SAM 2's predictor does; a box or several clicks take the single output.
+        """
+        multimask = bool((labels < 2).all()) and labels.shape[1] == 1
+        return self.predict_mask(self.no_memory_embedding(view), view, coords, labels, multimask)
+
     def predict_mask(
         self,
         image_embedding: torch.Tensor,
