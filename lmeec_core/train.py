@@ -40,8 +40,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .data.clips import (DIRECTION_CHOICES, ClipBatch, ClipConfig, RoomRecipe, SyntheticClips, TakeClips,
-                         collate_clips)
+from .data.clips import (DIRECTION_CHOICES, OBJECT_CHOICES, ClipBatch, ClipConfig, RoomRecipe, SyntheticClips,
+                         TakeClips, collate_clips)
 from .errors import CheckpointError, ConfigError
 from .losses import LOSS_TERMS, LossAccumulator, LossWeights
 from .model import FORMAT, LMEEC, MaskPrediction, ViewFeatures, build_model, load_checkpoint, preset_config
@@ -86,6 +86,8 @@ class TrainConfig:
     scenes: int = _arg(10_000, "synthetic: number of training rooms (seeds disjoint from held-out ones)")
     scene_frames: int = _arg(60, "synthetic: frames per room that clips are cut from")
     scene_fps: float = _arg(3.0, "synthetic: frame rate, i.e. 1/fps seconds between clip frames")
+    objects: str = _arg("any", "synthetic: the object a clip follows: 'any' visible one (the prompt says which) "
+                               "or always the room's 'target' (learnable without the prompt)")
     steps: int = _arg(1000, "optimiser steps")
     schedule_steps: int | None = _arg(None, "length of the warm-up + cosine schedule; default --steps. Give "
                                             "the final total to split one run into --resume sessions")
@@ -117,6 +119,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.direction in DIRECTION_CHOICES, f"direction {self.direction!r}; expected one of {DIRECTION_CHOICES}"),
+            (self.objects in OBJECT_CHOICES, f"objects {self.objects!r}; expected one of {OBJECT_CHOICES}"),
             (self.data == "synthetic" or Path(self.data).is_dir(),
              f"data {self.data!r}; expected 'synthetic' or a folder of processed takes"),
             (self.clip_frames >= 1 and self.steps >= 1 and self.batch_size >= 1,
@@ -371,7 +374,8 @@ def clip_loader(config: TrainConfig, image_size: int, procs: Processes, start_st
     per_step = config.batch_size
     length = config.steps * procs.world * per_step
     if config.data == "synthetic":
-        rooms = RoomRecipe(num_scenes=config.scenes, scene_frames=config.scene_frames, fps=config.scene_fps)
+        rooms = RoomRecipe(num_scenes=config.scenes, scene_frames=config.scene_frames, fps=config.scene_fps,
+                           objects=config.objects)
         dataset = SyntheticClips(clip, rooms, length)
     else:
         dataset = TakeClips(config.data, clip, length)
@@ -394,14 +398,19 @@ def save_state(path: Path, step: int, model: LMEEC, model_config: dict[str, Any]
     tmp.replace(path)
 
 
+# What runs saved before an option existed did, for comparing their config with a resumed one.
+BEFORE_OPTION = {"objects": "target"}
+
+
 def load_state(path: Path, model: LMEEC, optimizer: torch.optim.Optimizer, config: TrainConfig) -> tuple[int, float]:
     """Restore a training state written by `save_state`; returns (step, elapsed seconds)."""
     state = read_checkpoint_file(path)
     if state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not a training state ({STATE_FORMAT}); expected the file train() writes")
     saved = state["train_config"]
-    changed = [k for k in ("preset", "image_size", "fusion", "init", "data", "clip_frames", "batch_size", "seed")
-               if saved.get(k) != getattr(config, k)]
+    changed = [k for k in ("preset", "image_size", "fusion", "init", "data", "objects", "clip_frames", "batch_size",
+                           "seed")
+               if saved.get(k, BEFORE_OPTION.get(k)) != getattr(config, k)]
     if changed:
         raise ConfigError(f"cannot resume {path}: {', '.join(changed)} differ from the saved run; "
                           "expected the same command line")

@@ -105,3 +105,16 @@ def test_reads_the_official_processed_format(tmp_path):
         np.testing.assert_array_equal(take.load_mask(meta["object_name"], camera, "90"), expected)
         image = take.load_image(camera, "90")
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
+
+def test_several_objects_of_a_room_are_annotated_by_name(tmp_path, frames):
+    from lmeec_core.data.synthetic import object_names
+
+    names = object_names(CONFIG, table_only=True)
+    assert list(names) == ["target", "lookalike_1", "lookalike_2", "object_3", "object_4"]
+    take = open_take(write_take(tmp_path, "room", frames, image_format="png", objects=names))
+    assert sorted(take.objects) == sorted(names)
+    for name, instance in names.items():
+        for camera, view in ((take.ego_camera, "ego"), ("cam01", "exo")):
+            np.testing.assert_array_equal(take.load_mask(name, camera, "60"),
+                                          getattr(frames[2].of_object(instance), f"{view}_mask"))

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from lmeec_core.data.clips import (ClipConfig, RoomRecipe, SyntheticClips, TakeClips, collate_clips,
-                                   held_out_scene_seeds, train_scene_seeds, write_held_out_takes)
+from lmeec_core.data.clips import (MIN_SOURCE_PIXELS, ClipConfig, RoomRecipe, SyntheticClips, TakeClips,
+                                   clip_from_frames, collate_clips, held_out_scene_seeds, train_scene_seeds,
+                                   write_held_out_takes)
+from lmeec_core.data.scene_layout import TARGET_ID
 from lmeec_core.data.synthetic import SceneConfig, SyntheticScene
 from lmeec_core.errors import ConfigError
 from lmeec_core.model import build_preset, load_checkpoint, preset_config, save_checkpoint
@@ -201,9 +203,31 @@ def test_clips_from_processed_takes_match_the_rendered_frames(tmp_path):
         TakeClips(tmp_path, ClipConfig(num_frames=4), length=1)
 
 
+def test_synthetic_clips_follow_any_visible_object_or_only_the_target():
+    """'any': only the prompt tells which object; 'target': always the room's target (the old stream)."""
+    def draws(objects: str) -> list[int]:
+        clips = SyntheticClips(ClipConfig(image_size=SIZE, num_frames=2, direction="ego2exo"),
+                               RoomRecipe(num_scenes=10, scene_frames=6, objects=objects), 8)
+        followed = []
+        for index in range(len(clips)):
+            draw, frames = clips.draw(index)
+            for frame in frames:
+                assert np.array_equal(frame.ego_mask, frame.ego_instances == draw.instance)
+                assert np.array_equal(frame.exo_mask, frame.exo_instances == draw.instance)
+            assert frames[0].ego_mask.sum() >= MIN_SOURCE_PIXELS   # visible where the prompt is given
+            assert torch.equal(clips[index].source_masks, clip_from_frames(frames, "ego2exo", SIZE).source_masks)
+            followed.append(draw.instance)
+        return followed
+
+    assert set(draws("target")) == {TARGET_ID}
+    assert len(set(draws("any"))) >= 3
+
+
 def test_bad_configs_are_refused():
     with pytest.raises(ConfigError, match="direction"):
         TrainConfig(direction="sideways")
+    with pytest.raises(ConfigError, match="objects"):
+        TrainConfig(objects="everything")
     with pytest.raises(ConfigError, match="data"):
         TrainConfig(data="/no/such/folder")
     model = build_preset("nano", image_size=SIZE, seed=0)

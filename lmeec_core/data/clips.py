@@ -23,7 +23,8 @@ from torch.utils.data import Dataset
 
 from .. import preprocess as pp
 from ..errors import ConfigError
-from .synthetic import SceneConfig, SyntheticFrame, SyntheticScene, render_scene
+from .scene_layout import TARGET_ID
+from .synthetic import SceneConfig, SyntheticFrame, SyntheticScene, object_names, render_scene
 from .takes import Take, list_takes, open_take, write_take
 
 DIRECTIONS = ("ego2exo", "exo2ego")
@@ -31,6 +32,7 @@ DIRECTION_CHOICES = (*DIRECTIONS, "random")
 TRAIN_SEED_BASE = 1_000_000  # training rooms: TRAIN_SEED_BASE + k
 HELD_OUT_SEED_BASE = 500_000  # evaluation rooms: HELD_OUT_SEED_BASE + k, never trained on
 MIN_SOURCE_PIXELS = 16  # the target must be visible in the source view on a clip's first frame
+OBJECT_CHOICES = ("any", "target")  # synthetic clips: which object a clip follows (RoomRecipe.objects)
 START_ATTEMPTS = 20
 
 
@@ -135,15 +137,24 @@ class ClipConfig:
 
 @dataclass(frozen=True)
 class RoomRecipe:
-    """Which synthetic rooms training clips come from, and at what frame rate."""
+    """Which synthetic rooms training clips come from, at what frame rate, and which object they follow.
+
+    `objects`: "any" draws, per clip, one of the room's objects visible in the source view on the
+    first frame, so that only the prompt tells which one is meant. "target" always follows the room's
+    target (the object the wearer looks at and that moves, with two look-alikes): a model trained so
+    can find it from those cues alone and learn to ignore the prompt, as the first shipped nano did.
+    """
 
     num_scenes: int = 10_000  # training rooms, seeds train_scene_seeds(num_scenes)
     scene_frames: int = 60  # frames per room that clip starts are drawn from
     fps: float = 3.0  # 1/fps seconds between consecutive clip frames
+    objects: str = "any"
 
     def __post_init__(self) -> None:
         if self.num_scenes < 1 or self.scene_frames < 1 or self.fps <= 0:
             raise ConfigError(f"room recipe {self}; expected num_scenes, scene_frames >= 1 and fps > 0")
+        if self.objects not in OBJECT_CHOICES:
+            raise ConfigError(f"objects {self.objects!r}; expected one of {OBJECT_CHOICES}")
 
     def scene(self, seed: int, num_frames: int | None = None) -> SceneConfig:
         """The room of `seed` at this frame rate (default camera sizes)."""
@@ -180,10 +191,17 @@ class SyntheticClips(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> Clip:
+        draw, frames = self.draw(index)
+        return clip_from_frames(frames, draw.direction, self.clip.image_size)
+
+    def draw(self, index: int) -> tuple[ClipDraw, list[SyntheticFrame]]:
+        """Item `index`'s room, direction, start and object, with its frames (each rendered once)."""
         rng = np.random.default_rng([self.clip.sample_seed, index])
-        scene = SyntheticScene(self.rooms.scene(int(self.seeds[rng.integers(len(self.seeds))])))
+        seed = int(self.seeds[rng.integers(len(self.seeds))])
+        scene = SyntheticScene(self.rooms.scene(seed))
         direction = self.clip.draw_direction(rng)
         source, _ = source_and_target(direction)
+        candidates = (TARGET_ID,) if self.rooms.objects == "target" else tuple(object_names(scene.config).values())
         rendered: dict[int, SyntheticFrame] = {}
 
         def frame(k: int) -> SyntheticFrame:
@@ -191,12 +209,25 @@ class SyntheticClips(Dataset):
                 rendered[k] = scene.frame(k)
             return rendered[k]
 
-        def visible(k: int) -> bool:
-            return getattr(frame(k), f"{source}_mask").sum() >= MIN_SOURCE_PIXELS
+        def visible(k: int) -> list[int]:
+            pixels = np.bincount(getattr(frame(k), f"{source}_instances").ravel(), minlength=max(candidates) + 1)
+            return [instance for instance in candidates if pixels[instance] >= MIN_SOURCE_PIXELS]
 
-        start = _visible_start(self.rooms.scene_frames, self.clip, visible, rng)
-        frames = [frame(start + k) for k in range(self.clip.num_frames)]
-        return clip_from_frames(frames, direction, self.clip.image_size)
+        start = _visible_start(self.rooms.scene_frames, self.clip, lambda k: bool(visible(k)), rng)
+        shown = visible(start) or [TARGET_ID]
+        instance = shown[rng.integers(len(shown))]
+        frames = [frame(start + k).of_object(instance) for k in range(self.clip.num_frames)]
+        return ClipDraw(seed, direction, start, instance), frames
+
+
+@dataclass(frozen=True)
+class ClipDraw:
+    """What a synthetic clip is: its room, direction, first frame and followed object (instance id)."""
+
+    seed: int
+    direction: str
+    start: int
+    instance: int
 
 
 @dataclass(frozen=True)
@@ -267,12 +298,20 @@ class TakeClips(Dataset):
         return _TakeFrame(views["ego"][0], views["exo"][0], views["ego"][1], views["exo"][1])
 
 
-def write_held_out_takes(root: str | Path, scenes: int, frames: int, fps: float) -> list[Path]:
+def write_held_out_takes(root: str | Path, scenes: int, frames: int, fps: float,
+                         objects: str = "target") -> list[Path]:
     """Render the held-out rooms as processed takes (lossless PNG) for `lmeec evaluate`.
 
     Same cameras and frame rate as training clips (`RoomRecipe`), rooms never trained on.
+    `objects`: "target" annotates each room's target; "table" also its look-alikes and the other
+    objects on the table, so that a model that ignores the prompt scores low on them.
     """
+    if objects not in ("target", "table"):
+        raise ConfigError(f"objects {objects!r}; expected 'target' or 'table'")
     recipe = RoomRecipe(fps=fps)
-    return [write_take(root, f"heldout_{seed}", render_scene(recipe.scene(seed, num_frames=frames)),
-                       image_format="png")
-            for seed in held_out_scene_seeds(scenes)]
+    takes = []
+    for seed in held_out_scene_seeds(scenes):
+        config = recipe.scene(seed, num_frames=frames)
+        names = object_names(config, table_only=True) if objects == "table" else None
+        takes.append(write_take(root, f"heldout_{seed}", render_scene(config), image_format="png", objects=names))
+    return takes

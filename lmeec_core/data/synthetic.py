@@ -21,7 +21,7 @@ import numpy as np
 
 from lmeec_core.data.camera import PinholeCamera, Pose, look_at
 from lmeec_core.data.raycast import RenderedView, Solid, render
-from lmeec_core.data.scene_layout import TARGET_ID, sample_layout
+from lmeec_core.data.scene_layout import MAX_TABLE_OBJECTS, TARGET_ID, sample_layout
 from lmeec_core.errors import ConfigError
 
 MIN_PROMPT_FRACTION = {"ego": 0.004, "exo": 0.001}  # of the image the target covers on frame 0
@@ -77,6 +77,21 @@ class SyntheticFrame:
     exo_mask: np.ndarray  # [Hx, Wx]
     ego_instances: np.ndarray  # uint8 [He, We]: 0 room/table, TARGET_ID, other objects, wearer last
     exo_instances: np.ndarray  # uint8 [Hx, Wx]
+
+    def of_object(self, instance: int) -> SyntheticFrame:
+        """This frame with the masks of object `instance` (see `object_names`) as its GT masks."""
+        return replace(self, ego_mask=self.ego_instances == instance, exo_mask=self.exo_instances == instance)
+
+
+def object_names(config: SceneConfig, table_only: bool = False) -> dict[str, int]:
+    """Instance ids of a room's objects by name: the target, its look-alikes, then the others."""
+    count = min(config.num_objects, MAX_TABLE_OBJECTS) if table_only else config.num_objects
+    names = {}
+    for instance in range(TARGET_ID, TARGET_ID + count):
+        offset = instance - TARGET_ID
+        names["target" if offset == 0 else f"lookalike_{offset}" if offset <= config.num_distractors
+              else f"object_{offset}"] = instance
+    return names
 
 
 class SyntheticScene:

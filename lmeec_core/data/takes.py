@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from lmeec_core.data.scene_layout import TARGET_ID
 from lmeec_core.data.synthetic import SyntheticFrame
 from lmeec_core.errors import InputError
 
@@ -196,6 +197,7 @@ def write_take(
     frames: Iterable[SyntheticFrame],
     *,
     object_name: str = "target",
+    objects: Mapping[str, int] | None = None,
     ego_camera: str = "aria01_214-1",
     exo_camera: str = "cam01",
     image_format: Literal["jpg", "png"] = "jpg",
@@ -209,6 +211,8 @@ def write_take(
     second). Every frame gets an annotation in both cameras, empty when the target is not visible,
     since the official tool looks up the source annotation on every target-annotated frame.
     `mask_scale` > 1 stores masks at that multiple of the image size, as EgoExo4D does.
+    `objects` (name -> instance id, see `object_names`) annotates those objects; by default the
+    target alone, as `object_name`.
     """
     if image_format not in ("jpg", "png"):
         raise InputError(f"image_format {image_format!r} is not supported; expected 'jpg' or 'png'")
@@ -218,15 +222,18 @@ def write_take(
     for camera in (ego_camera, exo_camera):
         (folder / camera).mkdir(parents=True, exist_ok=True)
     options = {"quality": jpeg_quality} if image_format == "jpg" else {}
-    masks: dict[str, dict[str, dict]] = {ego_camera: {}, exo_camera: {}}
+    objects = objects or {object_name: TARGET_ID}
+    masks: dict[str, dict[str, dict]] = {obj: {ego_camera: {}, exo_camera: {}} for obj in objects}
     names = []
     for frame in frames:
         name = str(frame.index * frame_step)
         names.append(int(name))
-        views = ((ego_camera, frame.ego_image, frame.ego_mask), (exo_camera, frame.exo_image, frame.exo_mask))
-        for camera, image, mask in views:
+        for camera, image in ((ego_camera, frame.ego_image), (exo_camera, frame.exo_image)):
             Image.fromarray(image).save(folder / camera / f"{name}.{image_format}", **options)
-            masks[camera][name] = encode_mask(mask.repeat(mask_scale, axis=0).repeat(mask_scale, axis=1))
-    annotation = {"masks": {object_name: masks}, "subsample_idx": names}
+        for obj, instance in objects.items():
+            shown = frame.of_object(instance)
+            for camera, mask in ((ego_camera, shown.ego_mask), (exo_camera, shown.exo_mask)):
+                masks[obj][camera][name] = encode_mask(mask.repeat(mask_scale, axis=0).repeat(mask_scale, axis=1))
+    annotation = {"masks": masks, "subsample_idx": names}
     (folder / ANNOTATION_FILE).write_text(json.dumps(annotation))
     return folder
