@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from .errors import LmeecError
+from .errors import InputError, LmeecError
 
 
 def camera_size(text: str) -> tuple[int, int]:
@@ -157,6 +157,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .tracker import CorrespondenceTracker
 
     if args.baseline == "copy-box":
+        if args.prompt != "mask":
+            raise InputError(f"--prompt {args.prompt} with --baseline copy-box; the baseline takes the GT mask "
+                             "(expected --prompt mask, the default)")
         predictor_for = lambda seq: CopySourceBox()  # noqa: E731
     else:
         model, base = _tracker_for(args)

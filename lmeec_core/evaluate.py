@@ -220,8 +220,7 @@ def evaluate(root: str | Path, predictor_for: Any, out_dir: str | Path, directio
         if plots:
             _plot_iou(res, out / f"iou_{res.key.replace('/', '__')}.png")
     summary = {"direction": direction, "protocol": protocol, "prompt": prompt, "score_size": score_size,
-               "total": total.summary(),
-               "sequences": rows}
+               "total": total.summary(), "sequences": rows}
     task = TASK_KEYS[direction]
     (out / "predictions.json").write_text(json.dumps({task: {"version": "xx", "challenge": "xx", "results": challenge}}))
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))

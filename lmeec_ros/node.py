@@ -449,5 +449,6 @@ def main(args: list[str] | None = None) -> None:
         node.destroy_node()
         rclpy.try_shutdown()
 
+
 if __name__ == "__main__":
     main()

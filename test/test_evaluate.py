@@ -11,10 +11,9 @@ from lmeec_core.cli import main
 from lmeec_core.data.synthetic import SceneConfig, SyntheticScene, render_scene
 from lmeec_core.data.takes import decode_mask, write_take
 from lmeec_core.errors import InputError
+from lmeec_core.evaluate import CopySourceBox, TrackerPredictor, evaluate, prompt_from_mask, sequences
 from lmeec_core.model import load_checkpoint
 from lmeec_core.tracker import CorrespondenceTracker
-from lmeec_core.evaluate import CopySourceBox, TrackerPredictor, evaluate, prompt_from_mask, sequences
-
 
 SHIPPED = Path(__file__).resolve().parents[1] / "lmeec_core" / "assets" / "nano.pt"
 
@@ -126,6 +125,25 @@ def test_cli_records_the_robot_protocol_prompt(takes, tmp_path, capsys):
     capsys.readouterr()
     summary = json.loads((out / "metrics.json").read_text())
     assert (summary["protocol"], summary["prompt"]) == ("robot", "box") and summary["total"]["n_frames"] > 0
+
+
+def test_cli_gives_the_chosen_prompt_to_the_tracker(takes, tmp_path, capsys):
+    """Random weights segment a box to nothing (every frame then predicts nothing, confidence 0) but
+    take a mask prompt: the confidences tell which prompt reached the tracker."""
+    def confidences(prompt: str) -> list[float]:
+        out = tmp_path / prompt
+        assert main(["evaluate", str(takes), "--out", str(out), "--protocol", "robot", "--prompt", prompt,
+                     "--no-plots"]) == 0
+        results = json.loads((out / "predictions.json").read_text())["ego-exo"]["results"]
+        return [frame["confidence"] for take in results.values() for obj in take["masks"].values()
+                for pair in obj.values() for frame in pair.values()]
+
+    assert set(confidences("box")) == {0.0}
+    assert min(confidences("mask")) > 0.0
+    capsys.readouterr()
+    assert main(["evaluate", str(takes), "--out", str(tmp_path / "b"), "--baseline", "copy-box",
+                 "--prompt", "box"]) == 2
+    assert "the baseline takes the GT mask" in capsys.readouterr().err
 
 
 def test_evaluate_bag_command_scores_a_synthetic_bag(tmp_path, capsys):

@@ -60,6 +60,6 @@ def test_a_signal_sent_from_a_callback_ends_the_spin_with_the_context_still_vali
         rclpy.try_shutdown(context=context)
     assert not context.ok()
     del executor
-    gc.collect()   # a callback that failed under the shutdown says so when its task is collected
+    gc.collect()   # a callback that failed under the teardown would say so when its task is collected
     assert "never retrieved" not in capfd.readouterr().err
 

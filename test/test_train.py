@@ -204,7 +204,7 @@ def test_clips_from_processed_takes_match_the_rendered_frames(tmp_path):
 
 
 def test_synthetic_clips_follow_any_visible_object_or_only_the_target():
-    """'any': only the prompt tells which object; 'target': always the room's target (the old stream)."""
+    """'any': only the prompt tells which object; 'target': always the room's target."""
     def draws(objects: str) -> list[int]:
         clips = SyntheticClips(ClipConfig(image_size=SIZE, num_frames=2, direction="ego2exo"),
                                RoomRecipe(num_scenes=10, scene_frames=6, objects=objects), 8)
