@@ -95,6 +95,8 @@ class TrainConfig:
     scene_fps: float = _arg(3.0, "synthetic: frame rate, i.e. 1/fps seconds between clip frames")
     objects: str = _arg("any", "synthetic: the object a clip follows: 'any' visible one (the prompt says which) "
                                "or always the room's 'target' (learnable without the prompt)")
+    objects_per_clip: int = _arg(1, "synthetic, objects 'any': follow up to this many distinct objects per clip, "
+                                    "each a batch row sharing the clip's image encodings")
     steps: int = _arg(1000, "optimiser steps")
     schedule_steps: int | None = _arg(None, "length of the warm-up + cosine schedule; default --steps. Give "
                                             "the final total to split one run into --resume sessions")
@@ -132,8 +134,8 @@ class TrainConfig:
             (self.objects in OBJECT_CHOICES, f"objects {self.objects!r}; expected one of {OBJECT_CHOICES}"),
             (self.data == "synthetic" or Path(self.data).is_dir(),
              f"data {self.data!r}; expected 'synthetic' or a folder of processed takes"),
-            (self.clip_frames >= 1 and self.steps >= 1 and self.batch_size >= 1,
-             "clip_frames, steps and batch_size must be >= 1"),
+            (min(self.clip_frames, self.steps, self.batch_size, self.objects_per_clip) >= 1,
+             "clip_frames, steps, batch_size and objects_per_clip must be >= 1"),
             (self.memory_size >= 1, f"memory_size {self.memory_size}; expected >= 1"),
             (self.schedule_steps is None or self.schedule_steps >= self.steps,
              f"schedule_steps {self.schedule_steps}; expected at least steps ({self.steps})"),
@@ -161,10 +163,14 @@ def _tokens(memory_map: torch.Tensor) -> torch.Tensor:
     return memory_map.flatten(2).permute(2, 0, 1)
 
 
-def _frame_rows(view: ViewFeatures, t: int, batch: int) -> ViewFeatures:
-    """Frame t of views encoded frame-major as one [T*B] batch."""
-    rows = slice(t * batch, (t + 1) * batch)
-    return ViewFeatures(view.feat[:, rows], view.pos[:, rows], [h[rows] for h in view.high_res], view.size)
+def _select(view: ViewFeatures, index: torch.Tensor | slice) -> ViewFeatures:
+    """The batch rows `index` of encoded views."""
+    return ViewFeatures(view.feat[:, index], view.pos[:, index], [h[index] for h in view.high_res], view.size)
+
+
+def _frame_rows(view: ViewFeatures, t: int, rows: int) -> ViewFeatures:
+    """Frame t of views laid out frame-major as one [T*R] batch."""
+    return _select(view, slice(t * rows, (t + 1) * rows))
 
 
 @dataclass
@@ -198,21 +204,24 @@ class ClipForward(nn.Module):
         self.prompt_loss_weight = prompt_loss_weight
 
     def forward(self, batch: ClipBatch) -> dict[str, torch.Tensor]:
-        model, frames, size = self.model, batch.num_frames, batch.batch_size
-        source_all = model.encode_image(batch.source_images.flatten(0, 1))
+        model, frames, rows = self.model, batch.num_frames, batch.num_rows
+        source_all = model.encode_image(batch.source_images.flatten(0, 1))  # each image once, frame-major
         target_all = model.encode_image(batch.target_images.flatten(0, 1))
-        ones = torch.ones(frames * size, 1, device=batch.source_images.device)
-        source_maps, pos = model.encode_memory(source_all, batch.source_masks.flatten(0, 1), ones)
-        memory = _ClipMemory(source=list(_tokens(source_maps).split(size, dim=1)), pos=_tokens(pos)[:, :size])
-        losses = {name: LossAccumulator(size) for name in ("target", "source", "prompt")}
+        frame_base = torch.arange(frames, device=batch.row_clips.device)[:, None] * batch.num_clips
+        image_of_row = (frame_base + batch.row_clips[None]).flatten()  # [T*R]: image of object row r at frame t
+        source_rows, target_rows = _select(source_all, image_of_row), _select(target_all, image_of_row)
+        ones = torch.ones(frames * rows, 1, device=batch.source_images.device)
+        source_maps, pos = model.encode_memory(source_rows, batch.source_masks.flatten(0, 1), ones)
+        memory = _ClipMemory(source=list(_tokens(source_maps).split(rows, dim=1)), pos=_tokens(pos)[:, :rows])
+        losses = {name: LossAccumulator(rows) for name in ("target", "source", "prompt")}
         for t in range(frames):
-            target = _frame_rows(target_all, t, size)
+            target = _frame_rows(target_rows, t, rows)
             losses["target"].add(self._cross_view(t, target, memory), batch.target_masks[t])
             if self.source_loss_weight > 0:
-                source = _frame_rows(source_all, t, size)
+                source = _frame_rows(source_rows, t, rows)
                 losses["source"].add(self._track_source(t, source, memory), batch.source_masks[t])
         if self.prompt_loss_weight > 0:
-            first = _frame_rows(source_all, 0, size)
+            first = _frame_rows(source_rows, 0, rows)
             coords, labels = sample_prompt(batch.source_masks[0])
             losses["prompt"].add(model.segment_prompt(first, coords, labels), batch.source_masks[0])
         return self._outputs(losses)
@@ -385,7 +394,7 @@ def data_loader(config: TrainConfig, image_size: int, procs: Processes, start_st
     per_step = config.batch_size
     length = config.steps * procs.world * per_step
     rooms = RoomRecipe(num_scenes=config.scenes, scene_frames=config.scene_frames, fps=config.scene_fps,
-                       objects=config.objects)
+                       objects=config.objects, objects_per_clip=config.objects_per_clip)
     if config.stage == "trunk":
         dataset, collate = SyntheticFramePairs(image_size, rooms, length, config.seed), collate_pairs
     else:
@@ -421,7 +430,7 @@ def save_state(path: Path, step: int, objective: nn.Module, model_config: dict[s
 
 
 # What runs saved before an option existed did, for comparing their config with a resumed one.
-BEFORE_OPTION = {"objects": "target", "stage": "lmeec"}
+BEFORE_OPTION = {"objects": "target", "stage": "lmeec", "objects_per_clip": 1}
 
 
 def load_state(path: Path, objective: nn.Module, optimizer: torch.optim.Optimizer,
@@ -431,8 +440,8 @@ def load_state(path: Path, objective: nn.Module, optimizer: torch.optim.Optimize
     if state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not a training state ({STATE_FORMAT}); expected the file train() writes")
     saved = state["train_config"]
-    changed = [k for k in ("stage", "preset", "image_size", "fusion", "init", "data", "objects", "clip_frames",
-                           "batch_size", "seed")
+    changed = [k for k in ("stage", "preset", "image_size", "fusion", "init", "data", "objects", "objects_per_clip",
+                           "clip_frames", "batch_size", "seed")
                if saved.get(k, BEFORE_OPTION.get(k)) != getattr(config, k)]
     if changed:
         raise ConfigError(f"cannot resume {path}: {', '.join(changed)} differ from the saved run; "
