@@ -91,6 +91,8 @@ class TrainConfig:
                                             "distances are normalised by it; default min(T, 16) as the "
                                             "official training, 16 matches the tracker")
     scenes: int = _arg(10_000, "synthetic: number of training rooms (seeds disjoint from held-out ones)")
+    frame_cache: str | None = _arg(None, "synthetic: read the rooms from this frame cache (written by `python -m "
+                                         "lmeec_core.data.frame_cache`) instead of rendering them")
     scene_frames: int = _arg(60, "synthetic: frames per room that clips are cut from")
     scene_fps: float = _arg(3.0, "synthetic: frame rate, i.e. 1/fps seconds between clip frames")
     objects: str = _arg("any", "synthetic: the object a clip follows: 'any' visible one (the prompt says which) "
@@ -394,7 +396,7 @@ def data_loader(config: TrainConfig, image_size: int, procs: Processes, start_st
     per_step = config.batch_size
     length = config.steps * procs.world * per_step
     rooms = RoomRecipe(num_scenes=config.scenes, scene_frames=config.scene_frames, fps=config.scene_fps,
-                       objects=config.objects, objects_per_clip=config.objects_per_clip)
+                       objects=config.objects, objects_per_clip=config.objects_per_clip, cache=config.frame_cache)
     if config.stage == "trunk":
         dataset, collate = SyntheticFramePairs(image_size, rooms, length, config.seed), collate_pairs
     else:

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from .. import preprocess as pp
 from ..errors import ConfigError
+from .frame_cache import CachedRoom, FrameCache
 from .scene_layout import TARGET_ID
 from .synthetic import SceneConfig, SyntheticFrame, SyntheticScene, object_names, render_scene
 from .takes import Take, list_takes, open_take, write_take
@@ -167,6 +168,7 @@ class RoomRecipe:
     fps: float = 3.0  # 1/fps seconds between consecutive clip frames
     objects: str = "any"
     objects_per_clip: int = 1  # "any": up to this many distinct visible objects, each a row of the batch
+    cache: str | None = None  # a frame cache folder (lmeec_core.data.frame_cache): its rooms, not rendered ones
 
     def __post_init__(self) -> None:
         if self.num_scenes < 1 or self.scene_frames < 1 or self.fps <= 0 or self.objects_per_clip < 1:
@@ -178,6 +180,28 @@ class RoomRecipe:
     def scene(self, seed: int, num_frames: int | None = None) -> SceneConfig:
         """The room of `seed` at this frame rate (default camera sizes)."""
         return replace(SceneConfig(seed=seed), num_frames=num_frames or self.scene_frames, fps=self.fps)
+
+
+class TrainingRooms:
+    """The rooms of a recipe: the first `num_scenes` training seeds rendered on demand, or a cache's rooms."""
+
+    def __init__(self, recipe: RoomRecipe) -> None:
+        self.recipe = recipe
+        self.cache = FrameCache(recipe.cache) if recipe.cache else None
+        if self.cache is None:
+            self.seeds: Sequence[int] = train_scene_seeds(recipe.num_scenes)
+            return
+        if self.cache.fps != recipe.fps or self.cache.frames < recipe.scene_frames:
+            raise ConfigError(f"frame cache {recipe.cache} has {self.cache.frames} frames per room at "
+                              f"{self.cache.fps} fps; expected at least {recipe.scene_frames} at {recipe.fps}")
+        if min(self.cache.seeds) < TRAIN_SEED_BASE:
+            raise ConfigError(f"frame cache {recipe.cache} holds rooms below seed {TRAIN_SEED_BASE}, which may be "
+                              "held-out rooms; expected training rooms only")
+        self.seeds = self.cache.seeds[:recipe.num_scenes]
+
+    def open(self, seed: int) -> SyntheticScene | CachedRoom:
+        """Room `seed`, whose `frame(k)` renders or reads frame k."""
+        return self.cache.room(seed) if self.cache else SyntheticScene(self.recipe.scene(seed))
 
 
 def _visible_start(available: int, clip: ClipConfig, source_visible: Callable[[int], bool],
@@ -204,7 +228,7 @@ class SyntheticClips(Dataset):
         self.clip = clip
         self.rooms = rooms
         self.length = length
-        self.seeds = train_scene_seeds(rooms.num_scenes)
+        self.source = TrainingRooms(rooms)
 
     def __len__(self) -> int:
         return self.length
@@ -217,8 +241,8 @@ class SyntheticClips(Dataset):
     def draw(self, index: int) -> tuple[ClipDraw, list[SyntheticFrame]]:
         """Item `index`'s room, direction, start and objects, with its frames (each rendered once)."""
         rng = np.random.default_rng([self.clip.sample_seed, index])
-        seed = int(self.seeds[rng.integers(len(self.seeds))])
-        scene = SyntheticScene(self.rooms.scene(seed))
+        seed = int(self.source.seeds[rng.integers(len(self.source.seeds))])
+        scene = self.source.open(seed)
         direction = self.clip.draw_direction(rng)
         source, _ = source_and_target(direction)
         candidates = (TARGET_ID,) if self.rooms.objects == "target" else tuple(object_names(scene.config).values())

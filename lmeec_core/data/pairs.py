@@ -18,8 +18,8 @@ from torch.utils.data import Dataset
 
 from .. import preprocess as pp
 from ..errors import ConfigError
-from .clips import MIN_SOURCE_PIXELS, RoomRecipe, train_scene_seeds
-from .synthetic import SyntheticFrame, SyntheticScene
+from .clips import MIN_SOURCE_PIXELS, RoomRecipe, TrainingRooms
+from .synthetic import SyntheticFrame
 
 MAX_INSTANCES = 32  # instance ids are below this (objects 1..14, the wearer last)
 PAIR_ATTEMPTS = 20
@@ -89,7 +89,7 @@ class SyntheticFramePairs(Dataset):
         self.rooms = rooms
         self.length = length
         self.sample_seed = sample_seed
-        self.seeds = train_scene_seeds(rooms.num_scenes)
+        self.source = TrainingRooms(rooms)
 
     def __len__(self) -> int:
         return self.length
@@ -101,7 +101,7 @@ class SyntheticFramePairs(Dataset):
         """Item `index`'s frame pair (the last attempt if none shows enough shared objects)."""
         rng = np.random.default_rng([self.sample_seed, index])
         for _ in range(PAIR_ATTEMPTS):
-            scene = SyntheticScene(self.rooms.scene(int(self.seeds[rng.integers(len(self.seeds))])))
+            scene = self.source.open(int(self.source.seeds[rng.integers(len(self.source.seeds))]))
             frame = scene.frame(int(rng.integers(self.rooms.scene_frames)))
             if shared_objects(frame) >= MIN_SHARED_OBJECTS:
                 return frame
