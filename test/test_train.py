@@ -197,7 +197,7 @@ def test_clips_from_processed_takes_match_the_rendered_frames(tmp_path):
     clips = TakeClips(tmp_path, ClipConfig(image_size=SIZE, num_frames=2, direction="exo2ego"), length=1)
     clip = clips[0]
     assert clip.direction == "exo2ego"
-    assert clip.source_images.shape == (2, 3, SIZE, SIZE) and clip.target_masks.shape == (2, 1, SIZE, SIZE)
+    assert clip.source_images.shape == (2, 3, SIZE, SIZE) and clip.target_masks.shape == (2, 1, 1, SIZE, SIZE)
     assert clip.source_masks[0].any()  # the clip starts where the source view shows the target
     with pytest.raises(ConfigError, match="no take"):
         TakeClips(tmp_path, ClipConfig(num_frames=4), length=1)
