@@ -23,3 +23,15 @@ class CheckpointError(LmeecError, ValueError):
 
 class ConfigError(LmeecError, ValueError):
     """A configuration value outside what the model or tracker supports."""
+
+
+class UnknownTargetError(InputError):
+    """A target id that the tracker does not hold (never issued, or removed)."""
+
+
+class TargetLimitError(StateError):
+    """A new target while the tracker already holds its maximum number of targets."""
+
+
+class TargetOverlapError(InputError):
+    """A prompt that marks (mostly) the same pixels as another target's current mask in that view."""

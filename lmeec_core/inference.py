@@ -1,4 +1,4 @@
-"""One LM-EEC correspondence step on tensors, and SAM 2 tracking of the target in the source view.
+"""One LM-EEC correspondence step on tensors, for one or several targets sharing the images.
 
 This is the official per-frame computation (spec sections 2-4): the source memory of the current
 frame gives the cross-view feature F_view, the two banks plus target object pointers give the
@@ -8,6 +8,11 @@ views' memories are stored for later frames. Each memory is encoded once and reu
 Source tracking is what a robot needs on top: the target is given once (the prompt frame), then
 segmented in the source view on every frame by SAM 2 video tracking over the prompt memory, the
 source bank and source object pointers, and that mask drives the cross-view branch.
+
+Several targets share one image encoding. Each keeps its own `TargetState` (banks, pointers,
+prompt, frame index); every head after the image encoder runs once over the batch of targets,
+one row per target. Memory attention needs memories of one length per call, so targets are
+grouped by the length of theirs (in a steady stream all have full banks: one group).
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ from .memory import BANKS, BankView, DualMemory, FrameMemory
 from .model import LMEEC, MaskPrediction, ViewFeatures
 
 Probe = Callable[[str, object], None]
+# Memory tokens [L, 1, mem_dim] of one target, their encodings, and how many trailing ones are pointers.
+TargetMemoryTokens = tuple[torch.Tensor, torch.Tensor, int]
 
 
 def no_probe(name: str, value: object) -> None:
@@ -29,6 +36,22 @@ def no_probe(name: str, value: object) -> None:
 def _tokens(memory_map: torch.Tensor) -> torch.Tensor:
     """[B, C, h, w] -> sequence-first [hw, B, C]."""
     return memory_map.flatten(2).permute(2, 0, 1)
+
+
+def _own(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` as a tensor of its own storage (copied only when it is part of a larger one).
+
+    What a target keeps between frames must not pin the storage of the whole batch of targets,
+    or memory per target would grow with the number of targets.
+    """
+    if tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size():
+        return tensor
+    return tensor.clone(memory_format=torch.contiguous_format)
+
+
+def _row(batch: torch.Tensor, row: int, dim: int) -> torch.Tensor:
+    """Row `row` of a batch along `dim`, kept as a tensor of its own."""
+    return _own(batch.narrow(dim, row, 1))
 
 
 def temporal_slot(position: int, length: int, num_maskmem: int) -> int:
@@ -46,46 +69,54 @@ def temporal_slot(position: int, length: int, num_maskmem: int) -> int:
 
 
 @dataclass
+class PromptMemory:
+    """The prompt frame's source memory and object pointer, which source tracking conditions on."""
+
+    memory: torch.Tensor  # [N, 1, mem_dim]
+    pointer: torch.Tensor  # [1, C]
+    index: int  # frame index of the prompt
+
+
+@dataclass
+class TargetState:
+    """Everything one target carries from frame to frame; nothing in it is shared with other targets."""
+
+    memory: DualMemory
+    index: int = 0  # frame index of the frame being processed (0: the prompt frame)
+    prompt: PromptMemory | None = None
+
+
+@dataclass
 class CrossViewResult:
-    prediction: MaskPrediction
-    bank_len: int
-    pointer_tokens: int
+    prediction: MaskPrediction  # one row per target
+    bank_lens: list[int]  # per target
+    pointer_tokens: list[int]  # per target
 
 
 class CorrespondenceEngine:
-    """Tensor-level LM-EEC inference with bounded dual memory; no images, no numpy."""
+    """Tensor-level LM-EEC inference over per-target bounded dual memories; no images, no numpy."""
 
-    def __init__(self, model: LMEEC, memory: DualMemory, banks: str = "dual", probe: Probe = no_probe) -> None:
+    def __init__(self, model: LMEEC, banks: str = "dual", probe: Probe = no_probe) -> None:
         if banks not in BANKS:
             raise ValueError(f"unknown bank setting {banks!r}; expected one of {BANKS}")
         self.model = model
-        self.memory = memory
         self.banks = banks
         self.probe = probe
-        self._prompt: tuple[torch.Tensor, torch.Tensor, int] | None = None  # memory, pointer, index
-        self._memory_pos: torch.Tensor | None = None
+        self._memory_pos: torch.Tensor | None = None  # [N, 1, mem_dim]; depends on the grid size only
 
-    def clear(self) -> None:
-        """Forget the prompt and every memory."""
-        self._prompt = None
-        self.memory.clear()
-
-    def reset(self) -> None:
-        """Forget temporal memory but keep the prompt (after a time jump the target is unchanged)."""
-        self.memory.clear()
-
-    def encode_source_memory(self, view: ViewFeatures, mask: torch.Tensor) -> torch.Tensor:
-        """Memory tokens of a source frame from its binary mask ([B, 1, S, S] in {0, 1}).
+    def encode_source_memory(self, view: ViewFeatures, masks: torch.Tensor) -> torch.Tensor:
+        """Memory tokens [N, K, mem_dim] of K source masks ([K, 1, S, S] in {0, 1}) on one image.
 
         The object score is fixed at 1 as in the official code, so no no-object embedding is added.
         """
-        score = torch.ones(mask.shape[0], 1, device=mask.device)
-        features, pos = self.model.encode_memory(view, mask, score)
-        self._memory_pos = _tokens(pos)
+        batch = masks.shape[0]
+        score = torch.ones(batch, 1, device=masks.device)
+        features, pos = self.model.encode_memory(view.expand(batch), masks, score)
+        self._memory_pos = _tokens(pos[:1])
         self.probe("source_memory", features)
         return _tokens(features)
 
-    def set_prompt(self, index: int, source: ViewFeatures, source_memory: torch.Tensor,
+    def set_prompt(self, state: TargetState, source: ViewFeatures, source_memory: torch.Tensor,
                    pointer: torch.Tensor | None = None) -> torch.Tensor:
         """Remember the prompt frame's source memory for source tracking; returns its pointer.
 
@@ -96,50 +127,90 @@ class CorrespondenceEngine:
             slot = self.model.temporal_encoding(self.model.num_maskmem - 1)
             own = self.model.condition(source, source_memory, self._memory_pos + slot)
             pointer = self.model.predict_mask(own, source).obj_ptr
-        self._prompt = (source_memory, pointer, index)
+        state.prompt = PromptMemory(source_memory, pointer, state.index)
         return pointer
 
-    def track_source(self, index: int, source: ViewFeatures, banks: BankView) -> MaskPrediction:
-        """SAM 2 tracking of the target in the source view: prompt memory + source bank + pointers."""
-        prompt_memory, prompt_pointer, prompt_index = self._prompt
-        model = self.model
-        cond_pos = self._memory_pos + model.temporal_encoding(model.num_maskmem - 1)
-        tokens, token_pos = [prompt_memory, *banks.source], [cond_pos, *self._bank_encodings(len(banks))]
-        max_distance = self.memory.pointer_frames - 1
-        pointers = [(min(index - prompt_index, max_distance), prompt_pointer),
-                    *self.memory.pointers_for(index, view="source")]
-        ptr_tokens, ptr_pos = model.pointer_memory(pointers, max_distance)
-        memory = torch.cat([*tokens, ptr_tokens], dim=0)
-        memory_pos = torch.cat([*token_pos, ptr_pos], dim=0)
-        conditioned = model.condition(source, memory, memory_pos, ptr_tokens.shape[0])
-        return model.predict_mask(conditioned, source)
+    def track_source(self, states: list[TargetState], source: ViewFeatures, banks: list[BankView]) -> MaskPrediction:
+        """SAM 2 tracking of each target in the source view: prompt memory + source bank + pointers."""
+        memories = [self._source_tracking_memory(state, bank) for state, bank in zip(states, banks)]
+        conditioned = self._condition(source, memories)
+        return self.model.predict_mask(conditioned, source.expand(len(states)))
 
-    def cross_view(self, index: int, source: ViewFeatures, target: ViewFeatures, source_memory: torch.Tensor,
-                   banks: BankView, source_pointer: torch.Tensor | None = None) -> CrossViewResult:
-        """Predict the target mask of frame `index` and store both views' memories."""
-        model = self.model
-        f_view = model.condition(target, source_memory, self._memory_pos)
-        memory, memory_pos, pointer_tokens = self._temporal_memory(index, banks)
-        f_mem = None if memory is None else model.condition(target, memory, memory_pos, pointer_tokens)
-        fused = model.fuse(f_mem, f_view)
-        prediction = model.predict_mask(fused, target)
-        target_features, _ = model.encode_memory(target, prediction.high_res, prediction.score_logit)
-        self.memory.store(index, FrameMemory(source_memory, _tokens(target_features),
-                                             prediction.obj_ptr, source_pointer))
+    def _source_tracking_memory(self, state: TargetState, banks: BankView) -> TargetMemoryTokens:
+        model, prompt = self.model, state.prompt
+        cond_pos = self._memory_pos + model.temporal_encoding(model.num_maskmem - 1)
+        tokens, token_pos = [prompt.memory, *banks.source], [cond_pos, *self._bank_encodings(len(banks))]
+        max_distance = state.memory.pointer_frames - 1
+        pointers = [(min(state.index - prompt.index, max_distance), prompt.pointer),
+                    *state.memory.pointers_for(state.index, view="source")]
+        ptr_tokens, ptr_pos = model.pointer_memory(pointers, max_distance)
+        return torch.cat([*tokens, ptr_tokens], dim=0), torch.cat([*token_pos, ptr_pos], dim=0), ptr_tokens.shape[0]
+
+    def cross_view(self, states: list[TargetState], target: ViewFeatures, source_memory: torch.Tensor,
+                   banks: list[BankView], source_pointers: list[torch.Tensor | None]) -> CrossViewResult:
+        """Predict each target's mask in the target view and store both views' memories per target.
+
+        Row k of `source_memory` ([N, K, mem_dim]) and of the result belongs to `states[k]`.
+        """
+        model, batch = self.model, len(states)
+        target_rows = target.expand(batch)
+        f_view = model.condition(target_rows, source_memory, self._memory_pos.expand(-1, batch, -1))
+        temporal = [self._temporal_memory(state, bank) for state, bank in zip(states, banks)]
+        with_memory = [row for row, memory in enumerate(temporal) if memory is not None]
+        f_mem = self._condition(target, [temporal[row] for row in with_memory]) if with_memory else None
+        fused = self._fuse(f_mem, f_view, with_memory)
+        prediction = model.predict_mask(fused, target_rows)
+        target_features, _ = model.encode_memory(target_rows, prediction.high_res, prediction.score_logit)
+        target_memory = _tokens(target_features)
+        for row, (state, pointer) in enumerate(zip(states, source_pointers)):
+            state.memory.store(state.index, FrameMemory(
+                _row(source_memory, row, 1), _row(target_memory, row, 1), _row(prediction.obj_ptr, row, 0),
+                None if pointer is None else _own(pointer)))
         for name, value in (("banks", banks), ("F_view", f_view), ("F_mem", f_mem), ("fused", fused),
                             ("target_memory", target_features), ("memory_pos", self._memory_pos)):
             self.probe(name, value)
-        return CrossViewResult(prediction, len(banks), pointer_tokens)
+        return CrossViewResult(prediction, [len(bank) for bank in banks],
+                               [0 if memory is None else memory[2] for memory in temporal])
+
+    def _condition(self, view: ViewFeatures, memories: list[TargetMemoryTokens]) -> torch.Tensor:
+        """Memory attention of one image's tokens over each target's memory; [K, C, h, w], row per memory.
+
+        Memories of equal length (and pointer count) share one batched call.
+        """
+        groups: dict[tuple[int, int], list[int]] = {}
+        for row, (memory, _, pointer_tokens) in enumerate(memories):
+            groups.setdefault((memory.shape[0], pointer_tokens), []).append(row)
+        outputs, order = [], []
+        for (_, pointer_tokens), rows in groups.items():
+            memory = torch.cat([memories[row][0] for row in rows], dim=1)
+            memory_pos = torch.cat([memories[row][1] for row in rows], dim=1)
+            outputs.append(self.model.condition(view.expand(len(rows)), memory, memory_pos, pointer_tokens))
+            order += rows
+        conditioned = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+        if order == sorted(order):
+            return conditioned
+        return conditioned[torch.tensor(order, device=conditioned.device).argsort()]
+
+    def _fuse(self, f_mem: torch.Tensor | None, f_view: torch.Tensor, with_memory: list[int]) -> torch.Tensor:
+        """Fuse F_mem and F_view of the targets that have temporal memory; the others keep F_view.
+
+        Without memory (first frame after a prompt or reset) every fusion is F_view alone, as in
+        the official code.
+        """
+        if f_mem is None or len(with_memory) == f_view.shape[0]:
+            return self.model.fuse(f_mem, f_view)
+        rows = torch.tensor(with_memory, device=f_view.device)
+        return f_view.index_copy(0, rows, self.model.fuse(f_mem, f_view.index_select(0, rows)))
 
     def _bank_encodings(self, length: int) -> list[torch.Tensor]:
         num_maskmem = self.model.num_maskmem
         return [self._memory_pos + self.model.temporal_encoding(temporal_slot(i, length, num_maskmem))
                 for i in range(length)]
 
-    def _temporal_memory(self, index: int, banks: BankView) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
+    def _temporal_memory(self, state: TargetState, banks: BankView) -> TargetMemoryTokens | None:
         """[source bank; target bank; target pointer tokens] with their encodings, per the bank setting."""
         if len(banks) == 0:
-            return None, None, 0
+            return None
         encodings = self._bank_encodings(len(banks))
         tokens, token_pos = [], []
         if self.banks in ("dual", "source"):
@@ -147,9 +218,10 @@ class CorrespondenceEngine:
         if self.banks in ("dual", "target"):
             tokens, token_pos = [*tokens, *banks.target], [*token_pos, *encodings]
         pointer_tokens = 0
-        pointers = self.memory.pointers_for(index) if self.banks != "source" else []
+        memory = state.memory
+        pointers = memory.pointers_for(state.index) if self.banks != "source" else []
         if pointers:
-            ptr_tokens, ptr_pos = self.model.pointer_memory(pointers, self.memory.pointer_frames - 1)
+            ptr_tokens, ptr_pos = self.model.pointer_memory(pointers, memory.pointer_frames - 1)
             tokens, token_pos = [*tokens, ptr_tokens], [*token_pos, ptr_pos]
             pointer_tokens = ptr_tokens.shape[0]
         return torch.cat(tokens, dim=0), torch.cat(token_pos, dim=0), pointer_tokens

@@ -145,6 +145,15 @@ class DualMemory:
         while self._recent and next(iter(self._recent)) < index - self._history:
             self._recent.popitem(last=False)
 
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor this memory holds: banks, recent frames' memories and pointers (for footprints)."""
+        held = [*self._source, *self._target]
+        for frame in self._recent.values():
+            held += [frame.source, frame.target, frame.target_pointer]
+            if frame.source_pointer is not None:
+                held.append(frame.source_pointer)
+        return held
+
     def stats(self) -> dict[str, int]:
         return {
             "source_bank": len(self._source),

@@ -147,8 +147,8 @@ def _arrays(frames: list[dict[str, Any]], processed: list[int], resized: dict[st
         "tgt_maskmem_features": np.stack([_np(f["target_memory"][0]) for f in frames]),
         "src_maskmem_features": np.stack([_np(f["source_memory"][0]) for f in frames]),
         "src_mask_image_size": np.stack([_np(f["source_mask_model"][0, 0]) for f in frames]).astype(np.uint8),
-        "bank_len": np.array([f["prediction"].bank_len for f in frames], np.int32),
-        "num_ptr_tokens": np.array([f["prediction"].pointer_tokens for f in frames], np.int32),
+        "bank_len": np.array([f["prediction"].bank_lens[0] for f in frames], np.int32),
+        "num_ptr_tokens": np.array([f["prediction"].pointer_tokens[0] for f in frames], np.int32),
         "src_img_resized": np.stack(resized["src"]),
         "tgt_img_resized": np.stack(resized["tgt"]),
     }
@@ -195,19 +195,20 @@ def _stack_bank(entries: list[torch.Tensor]) -> np.ndarray:
 
 def _compressions(frames: list[dict[str, Any]], processed: list[int]) -> dict[str, np.ndarray]:
     """k* of every compression, and the banks around the first one ([T, N, C], oldest first)."""
-    events = [i for i, f in enumerate(frames) if f["banks"].kstar is not None]
+    banks: list[BankView] = [f["banks"][0] for f in frames]  # the probe gives one per target; parity has one
+    events = [i for i, bank in enumerate(banks) if bank.kstar is not None]
     if not events:
         return {}
     first = events[0]
     before = frames[first - 1]
-    previous: BankView = before["banks"]
+    previous = banks[first - 1]
     appended_src = before["source_memory"].flatten(2).permute(2, 0, 1)
     appended_tgt = before["target_memory"].flatten(2).permute(2, 0, 1)
-    after: BankView = frames[first]["banks"]
+    after = banks[first]
     return {
         "compress_frame_index": np.array([processed[i] for i in events], np.int32),
-        "compress_kstar_src": np.stack([frames[i]["banks"].kstar[0][0].numpy() for i in events]).astype(np.uint8),
-        "compress_kstar_tgt": np.stack([frames[i]["banks"].kstar[1][0].numpy() for i in events]).astype(np.uint8),
+        "compress_kstar_src": np.stack([banks[i].kstar[0][0].numpy() for i in events]).astype(np.uint8),
+        "compress_kstar_tgt": np.stack([banks[i].kstar[1][0].numpy() for i in events]).astype(np.uint8),
         "bank_src_before_first_compression": _stack_bank([*previous.source, appended_src]),
         "bank_tgt_before_first_compression": _stack_bank([*previous.target, appended_tgt]),
         "bank_src_after_first_compression": _stack_bank(after.source),

@@ -128,10 +128,10 @@ def test_time_jumps_and_backward_stamps_reset_the_memory(tracker, scene):
 def test_empty_given_source_mask_skips_the_frame(tracker, scene):
     f = scene[0]
     tracker.set_target("ego", f.ego_image, f.exo_image, mask=f.ego_mask)
-    before = tracker.engine.memory.stored
+    before = tracker.memory_stats()["stored"]
     result = tracker.step(f.ego_image, f.exo_image, source_mask=np.zeros((96, 112), bool))
     assert result.skipped and not result.visible and result.score == 0.0 and not result.mask.any()
-    assert tracker.engine.memory.stored == before
+    assert tracker.memory_stats()["stored"] == before
 
 
 @pytest.mark.parametrize("threshold, visible", [(0.0, True), (1.0, False)])

@@ -33,6 +33,21 @@ class ViewFeatures:
         h, w = self.size
         return self.feat.permute(1, 2, 0).reshape(self.feat.shape[1], -1, h, w)
 
+    def expand(self, batch: int) -> "ViewFeatures":
+        """One image's features as a batch of `batch` identical rows, without copies.
+
+        Several targets on one image share its encoding: every per-target head (memory attention,
+        memory encoder, decoder) then runs once over the batch of targets.
+        """
+        if batch == self.feat.shape[1]:
+            return self
+        return ViewFeatures(
+            feat=self.feat.expand(-1, batch, -1),
+            pos=self.pos.expand(-1, batch, -1),
+            high_res=[f.expand(batch, -1, -1, -1) for f in self.high_res],
+            size=self.size,
+        )
+
 
 @dataclass
 class MaskPrediction:
