@@ -3,7 +3,14 @@
 A short synthetic scene is rendered once at the requested camera sizes and replayed in a loop for
 as many frames as asked, so rendering is not timed and the stream can be arbitrarily long. The
 figures that prove a flat footprint are RSS (and CUDA memory) after 10 % of the frames versus at the
-end, and the median per-pair time over the first versus the last 10 % of the frames after warm-up.
+end, the bytes each target's memory holds at the same two points, and the median per-pair time over
+the first versus the last 10 % of the frames after warm-up.
+
+With several target counts (`targets=(1, 2, 4, 8)`), one tracker per count follows that many objects
+of the scene (one model shared), and the trackers take turns on every pair, in an order that rotates
+from pair to pair: they see the same load, so their costs compare within the run. Each count's cost
+is also given as the median over pairs of its time divided by the one-target tracker's time on the
+same pair.
 """
 from __future__ import annotations
 
@@ -17,11 +24,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .data.synthetic import SceneConfig, render_scene
+from .data.synthetic import MAX_OBJECTS, SceneConfig, SyntheticFrame, object_names, render_scene
+from .errors import ConfigError
+from .model import build_preset, load_checkpoint
 from .tracker import CorrespondenceTracker, TrackerConfig
 
 POOL_FRAMES = 24
 WARMUP = 5
+MIN_PROMPT_FRACTION = 0.002  # an object is prompted in a view where it covers at least this much of the image
 
 
 @dataclass(frozen=True)
@@ -31,9 +41,23 @@ class BenchConfig:
     frames: int = 300
     ego_size: tuple[int, int] = (480, 640)  # (height, width)
     exo_size: tuple[int, int] = (480, 640)
-    protocol: str = "robot"  # "robot": target given once; "benchmark": per-frame source GT mask
+    protocol: str = "robot"  # "robot": targets given once; "benchmark": per-frame source GT masks
     threads: int | None = None
     tracker: TrackerConfig = TrackerConfig()
+    targets: tuple[int, ...] = (1,)  # target counts, measured side by side
+
+
+@dataclass
+class _Run:
+    """One tracker following `count` objects, and what was measured on it."""
+
+    count: int
+    tracker: CorrespondenceTracker
+    objects: dict[int, tuple[int, str]]  # target id -> (instance, source view)
+    totals: list[float]
+    stages: dict[str, list[float]]
+    skipped: int = 0
+    bytes_early: dict[int, int] | None = None
 
 
 def _rss_mb() -> float:
@@ -52,61 +76,128 @@ def _p95(values: list[float]) -> float:
     return float(np.percentile(values, 95)) if values else float("nan")
 
 
+def bench_objects(scene: SceneConfig, frame: SyntheticFrame, count: int) -> list[tuple[int, str]]:
+    """`count` objects of the scene that can be prompted on `frame`: (instance, source view).
+
+    Each object is prompted in the ego view where it shows enough pixels there, else in the exo view,
+    so a mixed set of targets exercises both source views.
+    """
+    found = []
+    for instance in object_names(scene).values():
+        for view, instances in (("ego", frame.ego_instances), ("exo", frame.exo_instances)):
+            if (instances == instance).mean() >= MIN_PROMPT_FRACTION:
+                found.append((instance, view))
+                break
+    if len(found) < count:
+        raise ConfigError(f"the bench scene shows {len(found)} objects on its first frame; expected at least "
+                          f"{count} for --targets {count} (ask for fewer targets)")
+    return found[:count]
+
+
+def _source_mask(frame: SyntheticFrame, instance: int, view: str) -> np.ndarray:
+    return (frame.ego_instances if view == "ego" else frame.exo_instances) == instance
+
+
+def _new_run(model, config: BenchConfig, count: int, scene: SceneConfig, first: SyntheticFrame) -> _Run:
+    # The prompts are ground-truth masks of distinct objects: the overlap refusal is not what is measured.
+    tracker = CorrespondenceTracker(model, replace(config.tracker, max_targets=max(count, config.tracker.max_targets),
+                                                   max_prompt_overlap=1.0))
+    objects = {}
+    for instance, view in bench_objects(scene, first, count):
+        target_id, _ = tracker.add_target(view, first.ego_image, first.exo_image,
+                                          mask=_source_mask(first, instance, view))
+        objects[target_id] = (instance, view)
+    return _Run(count, tracker, objects, [], {})
+
+
+def _step(run: _Run, frame: SyntheticFrame, protocol: str) -> None:
+    given = None
+    if protocol == "benchmark":
+        given = {target_id: _source_mask(frame, instance, view) for target_id, (instance, view) in run.objects.items()}
+    begin = time.perf_counter()
+    results = run.tracker.step_all(frame.ego_image, frame.exo_image, source_masks=given)
+    run.totals.append(1e3 * (time.perf_counter() - begin))
+    run.skipped += sum(result.skipped for result in results.values())
+    for name, ms in next(iter(results.values())).timings_ms.items():
+        run.stages.setdefault(name, []).append(ms)
+
+
+def _bytes_per_target(run: _Run) -> dict[int, int]:
+    return {target_id: status.memory["bytes"] for target_id, status in run.tracker.targets().items()}
+
+
+def _report(run: _Run, one_target: _Run | None) -> dict[str, Any]:
+    timed = run.totals[WARMUP:] or run.totals
+    window = max(1, len(timed) // 10)
+    report = {
+        "targets": run.count, "sources": sorted(view for _, view in run.objects.values()),
+        "skipped_results": run.skipped,
+        "ms_per_pair_median": _median(timed), "ms_per_pair_p95": _p95(timed),
+        "pairs_per_s": 1e3 / _median(timed),
+        "ms_per_pair_early": _median(timed[:window]), "ms_per_pair_end": _median(timed[-window:]),
+        "stage_ms_median": {name: _median(v[WARMUP:] or v) for name, v in run.stages.items()},
+        "memory": {str(k): v.memory for k, v in run.tracker.targets().items()},
+        "target_bytes_early": run.bytes_early, "target_bytes_end": _bytes_per_target(run),
+    }
+    if one_target is not None and one_target is not run:
+        ratios = [mine / one for mine, one in zip(timed, one_target.totals[WARMUP:] or one_target.totals)]
+        report["cost_vs_one_target"] = _median(ratios)
+    return report
+
+
 def run(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
-    """Stream `config.frames` pairs through a tracker and measure time and memory."""
+    """Stream `config.frames` pairs through one tracker per target count; measure time and memory."""
     if config.threads:
         torch.set_num_threads(config.threads)
-    pool = list(render_scene(SceneConfig(seed=7, num_frames=POOL_FRAMES, ego_size=config.ego_size,
-                                         exo_size=config.exo_size)))
-    tracker = CorrespondenceTracker.from_checkpoint(config.checkpoint, config.preset, config.tracker)
-    cuda = tracker.device.type == "cuda"
+    # A crowded room, so that up to eight objects can be prompted on the first frame.
+    scene = SceneConfig(seed=7, num_frames=POOL_FRAMES, ego_size=config.ego_size, exo_size=config.exo_size,
+                        num_objects=MAX_OBJECTS)
+    pool = list(render_scene(scene))
+    model = (load_checkpoint(config.checkpoint, preset=config.preset)[0] if config.checkpoint
+             else build_preset(config.preset or "nano", seed=0))
+    device = torch.device(config.tracker.device)
+    cuda = device.type == "cuda"
     if cuda:
-        torch.cuda.reset_peak_memory_stats(tracker.device)
-    first = pool[0]
-    tracker.set_target("ego", first.ego_image, first.exo_image, mask=first.ego_mask)
-    totals, stages, skipped = [], {}, 0
+        torch.cuda.reset_peak_memory_stats(device)
+    runs = [_new_run(model, config, count, scene, pool[0]) for count in config.targets]
     rss_early = cuda_early = None
     early_mark = max(1, config.frames // 10)
     for i in tqdm(range(1, config.frames + 1), disable=not progress, desc="bench", unit="pair"):
         frame = pool[i % POOL_FRAMES]
-        given = frame.ego_mask if config.protocol == "benchmark" else None
-        begin = time.perf_counter()
-        result = tracker.step(frame.ego_image, frame.exo_image, source_mask=given)
-        totals.append(1e3 * (time.perf_counter() - begin))
-        skipped += result.skipped
-        for name, ms in result.timings_ms.items():
-            stages.setdefault(name, []).append(ms)
+        for turn in range(len(runs)):
+            _step(runs[(i + turn) % len(runs)], frame, config.protocol)
         if i == early_mark:
             rss_early = _rss_mb()
-            cuda_early = torch.cuda.memory_allocated(tracker.device) / 2**20 if cuda else None
-    timed = totals[WARMUP:] or totals
-    window = max(1, len(timed) // 10)
+            cuda_early = torch.cuda.memory_allocated(device) / 2**20 if cuda else None
+            for one in runs:
+                one.bytes_early = _bytes_per_target(one)
+    one_target = next((one for one in runs if one.count == 1), None)
     report = {
-        "preset": config.preset, "checkpoint": config.checkpoint, "image_size": tracker.model.image_size,
-        "device": str(tracker.device), "dtype": config.tracker.dtype, "threads": torch.get_num_threads(),
+        "preset": config.preset, "checkpoint": config.checkpoint, "image_size": model.image_size,
+        "device": str(device), "dtype": config.tracker.dtype, "threads": torch.get_num_threads(),
         "protocol": config.protocol, "frames": config.frames, "ego_size": list(config.ego_size),
         "exo_size": list(config.exo_size), "compression": config.tracker.compression,
-        "capacity": config.tracker.capacity, "skipped_pairs": skipped,
-        "ms_per_pair_median": _median(timed), "ms_per_pair_p95": _p95(timed),
-        "pairs_per_s": 1e3 / _median(timed),
-        "ms_per_pair_early": _median(timed[:window]), "ms_per_pair_end": _median(timed[-window:]),
-        "stage_ms_median": {name: _median(v[WARMUP:] or v) for name, v in stages.items()},
+        "capacity": config.tracker.capacity,
         "rss_mb_early": rss_early, "rss_mb_end": _rss_mb(),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "memory": tracker.memory_stats(),
     }
     if cuda:
         report["cuda_mb_early"] = cuda_early
-        report["cuda_mb_end"] = torch.cuda.memory_allocated(tracker.device) / 2**20
-        report["cuda_peak_mb"] = torch.cuda.max_memory_allocated(tracker.device) / 2**20
-        report["device_name"] = torch.cuda.get_device_name(tracker.device)
+        report["cuda_mb_end"] = torch.cuda.memory_allocated(device) / 2**20
+        report["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        report["device_name"] = torch.cuda.get_device_name(device)
+    if len(runs) == 1:
+        return {**report, **_report(runs[0], None)}
+    report["runs"] = {str(one.count): _report(one, one_target) for one in runs}
     return report
 
 
 def bench_config(preset: str, frames: int, ego: tuple[int, int], exo: tuple[int, int], protocol: str,
-                 checkpoint: str | None, threads: int | None, **tracker: Any) -> BenchConfig:
+                 checkpoint: str | None, threads: int | None, targets: tuple[int, ...] = (1,),
+                 **tracker: Any) -> BenchConfig:
     """BenchConfig from flat command-line values."""
-    return BenchConfig(preset, checkpoint, frames, ego, exo, protocol, threads, replace(TrackerConfig(), **tracker))
+    return BenchConfig(preset, checkpoint, frames, ego, exo, protocol, threads, replace(TrackerConfig(), **tracker),
+                       targets)
 
 
-__all__ = ["BenchConfig", "bench_config", "run"]
+__all__ = ["BenchConfig", "bench_config", "bench_objects", "run"]

@@ -24,6 +24,17 @@ def camera_size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def target_counts(text: str) -> tuple[int, ...]:
+    """'1,2,4,8' -> (1, 2, 4, 8): how many targets each benchmarked tracker follows."""
+    try:
+        counts = tuple(int(v) for v in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"targets {text!r}; expected positive integers such as 1,2,4,8") from err
+    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"targets {text!r}; expected distinct positive integers such as 1,2,4,8")
+    return counts
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
@@ -130,7 +141,7 @@ def _bench(args: argparse.Namespace) -> int:
     from .bench import bench_config, run
 
     config = bench_config(args.preset, args.frames, args.ego_size, args.exo_size, args.protocol,
-                          args.checkpoint, args.threads, device=args.device, dtype=args.dtype,
+                          args.checkpoint, args.threads, args.targets, device=args.device, dtype=args.dtype,
                           compression=args.compression, capacity=args.capacity, compile=args.compile)
     _print_json(run(config, progress=not args.quiet))
     return 0
@@ -145,6 +156,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exo-size", type=camera_size, default=(480, 640), help="WIDTHxHEIGHT")
     p.add_argument("--protocol", choices=("robot", "benchmark"), default="benchmark",
                    help="robot: target given once and tracked; benchmark: per-frame source mask")
+    p.add_argument("--targets", type=target_counts, default=(1,),
+                   help="objects followed at once; several counts (1,2,4,8) are measured side by side, "
+                        "taking turns on every pair")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_tracker_options(p)
     p.set_defaults(handler=_bench)
