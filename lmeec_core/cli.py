@@ -24,6 +24,17 @@ def camera_size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def score_size(text: str) -> int | str:
+    """'480' -> 480 (a square side); 'challenge' stays a word."""
+    if text == "challenge":
+        return text
+    try:
+        return int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"score size {text!r}; expected a side in pixels such as 480, "
+                                         "or 'challenge'") from err
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
@@ -57,7 +68,7 @@ def _tracker_for(args: argparse.Namespace):
     model = (load_checkpoint(args.checkpoint, preset=args.preset)[0] if args.checkpoint
              else build_preset(args.preset, seed=0))
     config = TrackerConfig(device=args.device, dtype=args.dtype, compression=args.compression,
-                           capacity=args.capacity, compile=args.compile)
+                           capacity=args.capacity, bank_policy=args.bank_policy, compile=args.compile)
     return model, config
 
 
@@ -122,6 +133,8 @@ def _add_tracker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--compression", choices=("merge", "drop", "fifo"), default="merge")
     p.add_argument("--capacity", type=int, default=6)
+    p.add_argument("--bank-policy", choices=("fill", "official"), default="fill",
+                   help="fill: banks refill after skipped frames; official: the official code's (spec 3.2)")
     p.add_argument("--compile", action="store_true", help="torch.compile the image encoder")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is faster on a busy 2-core machine)")
 
@@ -131,7 +144,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     config = bench_config(args.preset, args.frames, args.ego_size, args.exo_size, args.protocol,
                           args.checkpoint, args.threads, device=args.device, dtype=args.dtype,
-                          compression=args.compression, capacity=args.capacity, compile=args.compile)
+                          compression=args.compression, capacity=args.capacity, bank_policy=args.bank_policy,
+                          compile=args.compile)
     _print_json(run(config, progress=not args.quiet))
     return 0
 
@@ -171,7 +185,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             return TrackerPredictor(CorrespondenceTracker(model, config), source_view, args.protocol, args.prompt)
 
     summary = evaluate(args.root, predictor_for, args.out, args.direction, args.protocol, args.takes,
-                       args.max_frames, plots=not args.no_plots, score_size=args.score_size, prompt=args.prompt)
+                       args.max_frames, plots=not args.no_plots, score_size=args.score_size, prompt=args.prompt,
+                       gt_resize=args.gt_resize)
     _print_json(summary["total"])
     return 0
 
@@ -190,8 +205,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--takes", nargs="*", help="only these take folders")
     p.add_argument("--max-frames", type=int, help="at most this many frames per sequence")
     p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--score-size", type=int, metavar="N",
-                   help="score on an NxN square as the LM-EEC scripts do (480); default: the target image's size")
+    p.add_argument("--score-size", type=score_size, metavar="N|challenge",
+                   help="write and score NxN masks as LM-EEC's tool and compute_metrics.py do (480), or "
+                        "'challenge': aspect kept, long side 480, as the EgoExo4D challenge scorer; "
+                        "default: the target image's size")
+    p.add_argument("--gt-resize", choices=("bilinear", "nearest"),
+                   help="how GT masks reach the camera or square size: bilinear (default; torchvision's resize "
+                        "cast to bool, LM-EEC's hint) or nearest (OpenCV)")
     _add_tracker_options(p)
     p.set_defaults(handler=_evaluate)
 

@@ -76,6 +76,10 @@ class Correspondence:
     timings_ms: dict[str, float] = field(default_factory=dict)
     memory_reset: bool = False  # this step reset the memory (time jump)
     skipped: bool = False  # no source object on this frame, nothing predicted (official protocol)
+    # Low-res logits [1, 1, h, w] (float32, on the tracker's device) that `mask` was thresholded from;
+    # None when nothing is visible. For masks at another size: the official tool thresholds them
+    # upsampled straight to the model's square (spec 2.8).
+    logits: torch.Tensor | None = None
 
 
 class _Timer:
@@ -271,9 +275,10 @@ class CorrespondenceTracker:
             score = float(torch.sigmoid(out.prediction.score_logit.float()).item())
             visible = score >= self.config.visibility_threshold
             tgt_shape = images[tgt_view].shape[:2]
-            mask = pp.logits_to_mask(out.prediction.low_res, tgt_shape) if visible else np.zeros(tgt_shape, bool)
+            logits = out.prediction.low_res.float() if visible else None
+            mask = pp.logits_to_mask(logits, tgt_shape) if visible else np.zeros(tgt_shape, bool)
         return Correspondence(self._index, src_view, tgt_view, mask, pp.bbox_of(mask), score, visible,
-                              source_mask, timer.done())
+                              source_mask, timer.done(), logits=logits)
 
     def _skipped(self, images: dict[str, np.ndarray], source_mask: np.ndarray, timer: _Timer,
                  memory_reset: bool) -> Correspondence:
