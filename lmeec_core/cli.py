@@ -60,16 +60,17 @@ def _tracker_for(args: argparse.Namespace):
     """A tracker from the common --checkpoint/--preset and tracker options."""
     import torch
 
-    from .model import build_preset, load_checkpoint
+    from .model import build_preset, load_checkpoint, load_config_file
     from .tracker import TrackerConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = (load_checkpoint(args.checkpoint, preset=args.preset)[0] if args.checkpoint
+    config = load_config_file(args.config) if args.config else None
+    model = (load_checkpoint(args.checkpoint, config=config, preset=args.preset)[0] if args.checkpoint
              else build_preset(args.preset, seed=0))
-    config = TrackerConfig(device=args.device, dtype=args.dtype, compression=args.compression,
-                           capacity=args.capacity, bank_policy=args.bank_policy, compile=args.compile)
-    return model, config
+    tracker = TrackerConfig(device=args.device, dtype=args.dtype, compression=args.compression,
+                            capacity=args.capacity, bank_policy=args.bank_policy, compile=args.compile)
+    return model, tracker
 
 
 def _evaluate_bag(args: argparse.Namespace) -> int:
@@ -91,6 +92,7 @@ def _add_evaluate_bag(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate-bag", help="pair, track and score a rosbag2 with GT mask topics, without ROS")
     p.add_argument("bag", help="rosbag2 folder (MCAP or sqlite3) with /ego|/exo image_raw and gt_mask topics")
     p.add_argument("--checkpoint", help="checkpoint file; default: random weights of --preset")
+    p.add_argument("--config", help="sam2-format model YAML, for checkpoints of a non-preset model")
     p.add_argument("--preset", default="nano")
     p.add_argument("--source-view", choices=("ego", "exo"), default="ego")
     p.add_argument("--protocol", choices=("robot", "benchmark"), default="robot")
@@ -196,6 +198,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("root", help="folder of processed takes (<take>/annotation.json, <take>/<cam>/<frame>.jpg)")
     p.add_argument("--out", required=True, help="output folder (predictions.json, metrics.json, PNGs)")
     p.add_argument("--checkpoint", help="checkpoint file; default: random weights of --preset")
+    p.add_argument("--config", help="sam2-format model YAML, for checkpoints of a non-preset model")
     p.add_argument("--preset", default="nano")
     p.add_argument("--direction", choices=("ego2exo", "exo2ego"), default="ego2exo")
     p.add_argument("--protocol", choices=("official", "robot"), default="official")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from bank_rules import official_banks
 from conftest import PARITY_FIXTURE, needs_shared
 from lmeec_core.cli import main
-from lmeec_core.data.takes import encode_mask
+from lmeec_core.data.takes import decode_mask, encode_mask
 from lmeec_core.errors import InputError
 from lmeec_core.parity import Fixture, run_parity
 from lmeec_core.tracker import OFFICIAL, CorrespondenceTracker
@@ -139,3 +139,25 @@ def test_a_skip_among_the_first_seven_frames_gives_the_official_bank_sequence(tm
     memories = ours["src_maskmem_features"][rows]
     np.testing.assert_array_equal(ours["bank_src_before_first_compression"],
                                   memories.reshape(len(rows), memories.shape[1], -1).transpose(0, 2, 1))
+
+
+def test_evaluate_official_square_writes_what_the_official_tool_wrote(tmp_path, capsys):
+    """`lmeec evaluate --protocol official --score-size 256` on the fixture's take: the frames and masks of
+    predictions.json are the RLE files the official tool wrote (tool_output/, 256x256: its model input)."""
+    take = tmp_path / "takes" / "take"
+    take.mkdir(parents=True)
+    for cam in ("aria01_214-1", "cam01"):
+        (take / cam).symlink_to(PARITY_FIXTURE / "frames" / cam)
+    shutil.copy(PARITY_FIXTURE / "annotation.json", take / "annotation.json")
+    out = tmp_path / "out"
+    assert main(["evaluate", str(take.parent), "--out", str(out), "--checkpoint", str(PARITY_FIXTURE / "checkpoint.pt"),
+                 "--config", str(PARITY_FIXTURE / "model.yaml"), "--protocol", "official", "--compression", "drop",
+                 "--bank-policy", "official", "--score-size", "256", "--no-plots", "--threads", "2"]) == 0
+    capsys.readouterr()
+    written = json.loads((out / "predictions.json").read_text())["ego-exo"]["results"]["take"]["masks"]["object_a"]
+    written = written["aria01_214-1_cam01"]
+    tool = {p.stem: json.loads(p.read_text()) for p in (PARITY_FIXTURE / "tool_output").glob("*.json")}
+    assert set(written) == set(tool)  # frame 240 (empty source mask) has no file in either
+    for frame, rle in tool.items():
+        np.testing.assert_array_equal(decode_mask(written[frame]["pred_mask"]), decode_mask(rle), err_msg=frame)
+        assert written[frame]["confidence"] == int(decode_mask(rle).sum() > 0.001 * 256 * 256)  # merge_results
