@@ -263,16 +263,16 @@ def evaluate(root: str | Path, predictor_for: Any, out_dir: str | Path, directio
             _plot_iou(res, out / f"iou_{res.key.replace('/', '__')}.png")
     summary = {"direction": direction, "protocol": protocol, "prompt": prompt, "score_size": score_size,
                "scale": scale.describe(), "total": total.summary(), "sequences": rows}
-    (out / "predictions.json").write_text(json.dumps(_challenge_file(results, direction)))
+    (out / "predictions.json").write_text(json.dumps(_results_file(results, direction)))
     gt_file = (_challenge_ground_truth(evaluated.values()) if scale.challenge_rules
-               else _challenge_file(ground_truth, "ego2exo"))
+               else _results_file(ground_truth, "ego2exo"))
     (out / "groundtruth.json").write_text(json.dumps(gt_file))
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     _write_table(rows, out / "per_sequence.csv")
     return summary
 
 
-def _challenge_file(results: dict[str, Any], direction: str) -> dict[str, Any]:
+def _results_file(results: dict[str, Any], direction: str) -> dict[str, Any]:
     """The challenge's results structure under the direction's task key, and Exo->Ego also under "ego-exo",
     the only key LM-EEC's compute_metrics.py reads."""
     payload = {"version": "xx", "challenge": "xx", "results": results}

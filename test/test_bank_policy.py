@@ -5,11 +5,14 @@ the same pair: bank lengths, the frames in each bank and the pair indices are al
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from bank_rules import fill_banks, official_banks
+from lmeec_core.data.synthetic import SceneConfig, SyntheticScene
 from lmeec_core.memory import BankPolicy, DualMemory, FrameMemory
+from lmeec_core.tracker import OFFICIAL, CorrespondenceTracker, TrackerConfig
 
 FRAMES = 16
 # Uneven steps (and the tie 30 -> 31 -> 32) so that the closest pair moves around the bank.
@@ -91,3 +94,20 @@ def test_policy_names_and_capacity_are_checked():
     with pytest.raises(ValueError, match="capacity"):
         BankPolicy("fill", 0)
     assert BankPolicy("official", 6).compressions(1) == 0  # a lone entry is kept, not compressed away
+
+
+@pytest.mark.parametrize("config, size", [(OFFICIAL, 5), (TrackerConfig(compression="drop"), 6)])
+def test_the_tracker_runs_its_configured_policy(nano_model, config, size):
+    """Through the streaming tracker with per-frame source masks: a skip at t=3 leaves the official banks
+    at five entries, while the default `fill` policy gets back to six."""
+    scene = SyntheticScene(SceneConfig(seed=1, num_frames=10, ego_size=(64, 64), exo_size=(72, 96)))
+    marked = np.zeros((64, 64), bool)
+    marked[20:40, 20:40] = True
+    tracker = CorrespondenceTracker(nano_model, config)
+    frame = scene.frame(0)
+    tracker.set_target("ego", frame.ego_image, frame.exo_image, mask=marked)
+    for t in range(1, 10):
+        frame = scene.frame(t)
+        result = tracker.step(frame.ego_image, frame.exo_image, source_mask=marked if t != 3 else np.zeros_like(marked))
+        assert result.skipped == (t == 3)
+    assert tracker.memory_stats()["source_bank"] == tracker.memory_stats()["target_bank"] == size
