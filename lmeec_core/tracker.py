@@ -18,7 +18,7 @@ import torch
 from . import preprocess as pp
 from .errors import ConfigError, InputError, StateError
 from .inference import CorrespondenceEngine, Probe, no_probe
-from .memory import BANKS, COMPRESSIONS, BankView, DualMemory
+from .memory import BANK_POLICIES, BANKS, COMPRESSIONS, BankView, DualMemory
 from .model import LMEEC, MaskPrediction, ViewFeatures, build_preset, load_checkpoint
 
 VIEWS = ("ego", "exo")
@@ -33,6 +33,7 @@ class TrackerConfig:
     dtype: str = "fp32"  # "bf16": autocast (CUDA, or CPU where supported)
     compression: str = "merge"  # "merge" (paper) | "drop" (official code) | "fifo"
     capacity: int = 6  # entries per memory bank (M)
+    bank_policy: str = "fill"  # "fill" (banks refill after skipped frames) | "official" (spec 3.2)
     banks: str = "dual"  # "dual" | "source" | "target"
     visibility_threshold: float = 0.5  # on Correspondence.score
     max_time_gap_s: float = 2.0  # stamps going backwards or jumping further reset the memory
@@ -44,6 +45,7 @@ class TrackerConfig:
             (self.dtype in DTYPES, f"dtype {self.dtype!r}; expected one of {DTYPES}"),
             (self.compression in COMPRESSIONS, f"compression {self.compression!r}; expected one of {COMPRESSIONS}"),
             (self.banks in BANKS, f"banks {self.banks!r}; expected one of {BANKS}"),
+            (self.bank_policy in BANK_POLICIES, f"bank_policy {self.bank_policy!r}; expected one of {BANK_POLICIES}"),
             (1 <= self.capacity <= 64, f"capacity {self.capacity}; expected 1..64"),
             (0.0 <= self.visibility_threshold <= 1.0,
              f"visibility_threshold {self.visibility_threshold}; expected 0..1"),
@@ -56,7 +58,7 @@ class TrackerConfig:
         return self
 
 
-OFFICIAL = TrackerConfig(compression="drop", capacity=6, banks="dual")
+OFFICIAL = TrackerConfig(compression="drop", capacity=6, banks="dual", bank_policy="official")
 
 
 @dataclass
@@ -74,6 +76,10 @@ class Correspondence:
     timings_ms: dict[str, float] = field(default_factory=dict)
     memory_reset: bool = False  # this step reset the memory (time jump)
     skipped: bool = False  # no source object on this frame, nothing predicted (official protocol)
+    # Low-res logits [1, 1, h, w] (float32, on the tracker's device) that `mask` was thresholded from;
+    # None when nothing is visible. For masks at another size: the official tool thresholds them
+    # upsampled straight to the model's square (spec 2.8).
+    logits: torch.Tensor | None = None
 
 
 class _Timer:
@@ -106,7 +112,8 @@ class CorrespondenceTracker:
         self.model = model.to(self.device).eval()
         if config.compile:
             self.model.image_encoder.forward = torch.compile(self.model.image_encoder.forward, dynamic=False)
-        memory = DualMemory(config.capacity, config.compression, min(config.pointer_frames, model.max_obj_ptrs_in_encoder))
+        memory = DualMemory(config.capacity, config.compression, min(config.pointer_frames, model.max_obj_ptrs_in_encoder),
+                            config.bank_policy)
         self.engine = CorrespondenceEngine(self.model, memory, config.banks, probe)
         self.probe = probe
         self._source_view: str | None = None
@@ -268,9 +275,10 @@ class CorrespondenceTracker:
             score = float(torch.sigmoid(out.prediction.score_logit.float()).item())
             visible = score >= self.config.visibility_threshold
             tgt_shape = images[tgt_view].shape[:2]
-            mask = pp.logits_to_mask(out.prediction.low_res, tgt_shape) if visible else np.zeros(tgt_shape, bool)
+            logits = out.prediction.low_res.float() if visible else None
+            mask = pp.logits_to_mask(logits, tgt_shape) if visible else np.zeros(tgt_shape, bool)
         return Correspondence(self._index, src_view, tgt_view, mask, pp.bbox_of(mask), score, visible,
-                              source_mask, timer.done())
+                              source_mask, timer.done(), logits=logits)
 
     def _skipped(self, images: dict[str, np.ndarray], source_mask: np.ndarray, timer: _Timer,
                  memory_reset: bool) -> Correspondence:
