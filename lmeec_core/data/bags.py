@@ -147,15 +147,19 @@ def _serialize_image(pixels: np.ndarray, encoding: str, stamp_ns: int, frame_id:
     return bytes(TYPESTORE.serialize_cdr(message, IMAGE_MSGTYPE))
 
 
+def _reader(path: str | Path) -> Reader:
+    """A reader of the bag at `path`, to open with `with`; InputError when there is none."""
+    if not Path(path).exists():
+        raise InputError(f"bag {path} does not exist; expected a rosbag2 folder or .mcap/.db3 file")
+    return Reader(Path(path))
+
+
 def read_scene_objects(path: str | Path) -> dict[str, dict[str, int | bool]]:
     """The object catalogue a bag was written with (`write_scene_bag`'s `objects`); empty when it has none.
 
     It lives in the folder's metadata.yaml (rosbag2's `custom_data`), so a bare .mcap/.db3 file has none.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"bag {path} does not exist; expected a rosbag2 folder or .mcap/.db3 file")
-    with Reader(path) as reader:
+    with _reader(path) as reader:
         text = (reader.storage.metadata.custom or {}).get(OBJECTS_KEY)
     return json.loads(text) if text else {}
 
@@ -166,10 +170,7 @@ def read_bag_images(path: str | Path, topics: Iterable[str] | None = None) -> It
     Colour images come back RGB whatever their encoding (rgb8, bgr8, rgba8, bgra8), mono8 as
     [H, W]; row padding (`step`) is honoured.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"bag {path} does not exist; expected a rosbag2 folder or .mcap/.db3 file")
-    with Reader(path) as reader:
+    with _reader(path) as reader:
         available = {c.topic: c for c in reader.connections}
         if topics is None:
             topics = [t for t, c in available.items() if c.msgtype == IMAGE_MSGTYPE]
