@@ -35,6 +35,17 @@ def target_counts(text: str) -> tuple[int, ...]:
     return counts
 
 
+def score_size(text: str) -> int | str:
+    """'480' -> 480 (a square side); 'challenge' stays a word."""
+    if text == "challenge":
+        return text
+    try:
+        return int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"score size {text!r}; expected a side in pixels such as 480, "
+                                         "or 'challenge'") from err
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
@@ -60,16 +71,17 @@ def _tracker_for(args: argparse.Namespace):
     """A tracker from the common --checkpoint/--preset and tracker options."""
     import torch
 
-    from .model import build_preset, load_checkpoint
+    from .model import build_preset, load_checkpoint, load_config_file
     from .tracker import TrackerConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = (load_checkpoint(args.checkpoint, preset=args.preset)[0] if args.checkpoint
+    config = load_config_file(args.config) if args.config else None
+    model = (load_checkpoint(args.checkpoint, config=config, preset=args.preset)[0] if args.checkpoint
              else build_preset(args.preset, seed=0))
-    config = TrackerConfig(device=args.device, dtype=args.dtype, compression=args.compression,
-                           capacity=args.capacity, compile=args.compile)
-    return model, config
+    tracker = TrackerConfig(device=args.device, dtype=args.dtype, compression=args.compression,
+                            capacity=args.capacity, bank_policy=args.bank_policy, compile=args.compile)
+    return model, tracker
 
 
 def _evaluate_bag(args: argparse.Namespace) -> int:
@@ -91,6 +103,7 @@ def _add_evaluate_bag(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate-bag", help="pair, track and score a rosbag2 with GT mask topics, without ROS")
     p.add_argument("bag", help="rosbag2 folder (MCAP or sqlite3) with /ego|/exo image_raw and gt_mask topics")
     p.add_argument("--checkpoint", help="checkpoint file; default: random weights of --preset")
+    p.add_argument("--config", help="sam2-format model YAML, for checkpoints of a non-preset model")
     p.add_argument("--preset", default="nano")
     p.add_argument("--source-view", choices=("ego", "exo"), default="ego")
     p.add_argument("--protocol", choices=("robot", "benchmark"), default="robot")
@@ -133,6 +146,8 @@ def _add_tracker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--compression", choices=("merge", "drop", "fifo"), default="merge")
     p.add_argument("--capacity", type=int, default=6)
+    p.add_argument("--bank-policy", choices=("fill", "official"), default="fill",
+                   help="fill: banks refill after skipped frames; official: the official code's (spec 3.2)")
     p.add_argument("--compile", action="store_true", help="torch.compile the image encoder")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is faster on a busy 2-core machine)")
 
@@ -142,7 +157,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     config = bench_config(args.preset, args.frames, args.ego_size, args.exo_size, args.protocol,
                           args.checkpoint, args.threads, args.targets, device=args.device, dtype=args.dtype,
-                          compression=args.compression, capacity=args.capacity, compile=args.compile)
+                          compression=args.compression, capacity=args.capacity, bank_policy=args.bank_policy,
+                          compile=args.compile)
     _print_json(run(config, progress=not args.quiet))
     return 0
 
@@ -185,7 +201,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             return TrackerPredictor(CorrespondenceTracker(model, config), source_view, args.protocol, args.prompt)
 
     summary = evaluate(args.root, predictor_for, args.out, args.direction, args.protocol, args.takes,
-                       args.max_frames, plots=not args.no_plots, score_size=args.score_size, prompt=args.prompt)
+                       args.max_frames, plots=not args.no_plots, score_size=args.score_size, prompt=args.prompt,
+                       gt_resize=args.gt_resize)
     _print_json(summary["total"])
     return 0
 
@@ -195,6 +212,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("root", help="folder of processed takes (<take>/annotation.json, <take>/<cam>/<frame>.jpg)")
     p.add_argument("--out", required=True, help="output folder (predictions.json, metrics.json, PNGs)")
     p.add_argument("--checkpoint", help="checkpoint file; default: random weights of --preset")
+    p.add_argument("--config", help="sam2-format model YAML, for checkpoints of a non-preset model")
     p.add_argument("--preset", default="nano")
     p.add_argument("--direction", choices=("ego2exo", "exo2ego"), default="ego2exo")
     p.add_argument("--protocol", choices=("official", "robot"), default="official")
@@ -204,8 +222,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--takes", nargs="*", help="only these take folders")
     p.add_argument("--max-frames", type=int, help="at most this many frames per sequence")
     p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--score-size", type=int, metavar="N",
-                   help="score on an NxN square as the LM-EEC scripts do (480); default: the target image's size")
+    p.add_argument("--score-size", type=score_size, metavar="N|challenge",
+                   help="write and score NxN masks as LM-EEC's tool and compute_metrics.py do (480), or "
+                        "'challenge': aspect kept, long side 480, as the EgoExo4D challenge scorer; "
+                        "default: the target image's size")
+    p.add_argument("--gt-resize", choices=("bilinear", "nearest"),
+                   help="how GT masks reach the camera or square size: bilinear (default; torchvision's resize "
+                        "cast to bool, LM-EEC's hint) or nearest (OpenCV)")
     _add_tracker_options(p)
     p.set_defaults(handler=_evaluate)
 

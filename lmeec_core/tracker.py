@@ -21,7 +21,7 @@ import torch
 from . import preprocess as pp
 from .errors import ConfigError, InputError, StateError, TargetLimitError, TargetOverlapError, UnknownTargetError
 from .inference import CorrespondenceEngine, Probe, TargetState, no_probe
-from .memory import BANKS, COMPRESSIONS, BankView, DualMemory
+from .memory import BANK_POLICIES, BANKS, COMPRESSIONS, BankView, DualMemory
 from .model import LMEEC, MaskPrediction, ViewFeatures, build_preset, load_checkpoint
 
 VIEWS = ("ego", "exo")
@@ -36,6 +36,7 @@ class TrackerConfig:
     dtype: str = "fp32"  # "bf16": autocast (CUDA, or CPU where supported)
     compression: str = "merge"  # "merge" (paper) | "drop" (official code) | "fifo"
     capacity: int = 6  # entries per memory bank (M)
+    bank_policy: str = "fill"  # "fill" (banks refill after skipped frames) | "official" (spec 3.2)
     banks: str = "dual"  # "dual" | "source" | "target"
     visibility_threshold: float = 0.5  # on Correspondence.score
     max_time_gap_s: float = 2.0  # stamps going backwards or jumping further reset the memory
@@ -49,6 +50,7 @@ class TrackerConfig:
             (self.dtype in DTYPES, f"dtype {self.dtype!r}; expected one of {DTYPES}"),
             (self.compression in COMPRESSIONS, f"compression {self.compression!r}; expected one of {COMPRESSIONS}"),
             (self.banks in BANKS, f"banks {self.banks!r}; expected one of {BANKS}"),
+            (self.bank_policy in BANK_POLICIES, f"bank_policy {self.bank_policy!r}; expected one of {BANK_POLICIES}"),
             (1 <= self.capacity <= 64, f"capacity {self.capacity}; expected 1..64"),
             (0.0 <= self.visibility_threshold <= 1.0,
              f"visibility_threshold {self.visibility_threshold}; expected 0..1"),
@@ -63,7 +65,7 @@ class TrackerConfig:
         return self
 
 
-OFFICIAL = TrackerConfig(compression="drop", capacity=6, banks="dual")
+OFFICIAL = TrackerConfig(compression="drop", capacity=6, banks="dual", bank_policy="official")
 
 
 @dataclass
@@ -81,6 +83,10 @@ class Correspondence:
     timings_ms: dict[str, float] = field(default_factory=dict)
     memory_reset: bool = False  # this step reset the memory (time jump)
     skipped: bool = False  # no source object on this frame, nothing predicted (official protocol)
+    # Low-res logits [1, 1, h, w] (float32, on the tracker's device) that `mask` was thresholded from;
+    # None when nothing is visible. For masks at another size: the official tool thresholds them
+    # upsampled straight to the model's square (spec 2.8).
+    logits: torch.Tensor | None = None
     target_id: int = 0  # the target this result is for (ids are issued from 1, never reused)
 
 
@@ -167,7 +173,7 @@ class CorrespondenceTracker:
     def _new_state(self) -> TargetState:
         config = self.config
         pointer_frames = min(config.pointer_frames, self.model.max_obj_ptrs_in_encoder)
-        return TargetState(DualMemory(config.capacity, config.compression, pointer_frames))
+        return TargetState(DualMemory(config.capacity, config.compression, pointer_frames, config.bank_policy))
 
     # --- what is held ---------------------------------------------------------------------------
 
@@ -452,13 +458,14 @@ class CorrespondenceTracker:
             tgt_shape = images[tgt_view].shape[:2]
             for row, target in enumerate(targets):
                 visible = scores[row] >= self.config.visibility_threshold
-                logits = out.prediction.low_res[row:row + 1]
+                logits = out.prediction.low_res[row:row + 1].float() if visible else None
                 mask = pp.logits_to_mask(logits, tgt_shape) if visible else np.zeros(tgt_shape, bool)
                 predicted = out.prediction.high_res[row, 0] > 0
                 target.masks = {src_view: source_masks_t[row, 0] > 0,
                                 tgt_view: predicted if visible else torch.zeros_like(predicted)}
                 results.append(Correspondence(target.state.index, src_view, tgt_view, mask, pp.bbox_of(mask),
-                                              scores[row], visible, source_masks[row], target_id=target.target_id))
+                                              scores[row], visible, source_masks[row], logits=logits,
+                                              target_id=target.target_id))
         return results
 
     def _skipped(self, target: _Target, images: dict[str, np.ndarray], source_mask: np.ndarray) -> Correspondence:
