@@ -10,7 +10,8 @@ With several target counts (`targets=(1, 2, 4, 8)`), one tracker per count follo
 of the scene (one model shared), and the trackers take turns on every pair, in an order that rotates
 from pair to pair: they see the same load, so their costs compare within the run. Each count's cost
 relative to one target is given as the ratio of the median per-pair times, and as the median over
-pairs of the ratio on the same pair (less sensitive to load that changes during the run).
+pairs of the ratio on the same pair (less sensitive to load that changes during the run), and as the
+ratio of the median process CPU time per pair (what the pair cost in compute, whatever else ran).
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ class _Run:
     count: int
     tracker: CorrespondenceTracker
     objects: dict[int, tuple[int, str]]  # target id -> (instance, source view)
-    totals: list[float]
+    totals: list[float]  # wall ms per pair
+    cpu: list[float]  # process CPU ms per pair (all threads)
     stages: dict[str, list[float]]
     skipped: int = 0
     bytes_early: dict[int, int] | None = None
@@ -107,16 +109,17 @@ def _new_run(model, config: BenchConfig, count: int, scene: SceneConfig, first: 
         target_id, _ = tracker.add_target(view, first.ego_image, first.exo_image,
                                           mask=_source_mask(first, instance, view))
         objects[target_id] = (instance, view)
-    return _Run(count, tracker, objects, [], {})
+    return _Run(count, tracker, objects, [], [], {})
 
 
 def _step(run: _Run, frame: SyntheticFrame, protocol: str) -> None:
     given = None
     if protocol == "benchmark":
         given = {target_id: _source_mask(frame, instance, view) for target_id, (instance, view) in run.objects.items()}
-    begin = time.perf_counter()
+    begin, begin_cpu = time.perf_counter(), time.process_time()
     results = run.tracker.step_all(frame.ego_image, frame.exo_image, source_masks=given)
     run.totals.append(1e3 * (time.perf_counter() - begin))
+    run.cpu.append(1e3 * (time.process_time() - begin_cpu))
     run.skipped += sum(result.skipped for result in results.values())
     for name, ms in next(iter(results.values())).timings_ms.items():
         run.stages.setdefault(name, []).append(ms)
@@ -126,23 +129,28 @@ def _bytes_per_target(run: _Run) -> dict[int, int]:
     return {target_id: status.memory["bytes"] for target_id, status in run.tracker.targets().items()}
 
 
+def _after_warmup(values: list[float]) -> list[float]:
+    return values[WARMUP:] or values
+
+
 def _report(run: _Run, one_target: _Run | None) -> dict[str, Any]:
-    timed = run.totals[WARMUP:] or run.totals
+    timed, cpu = _after_warmup(run.totals), _after_warmup(run.cpu)
     window = max(1, len(timed) // 10)
     report = {
         "targets": run.count, "sources": sorted(view for _, view in run.objects.values()),
         "skipped_results": run.skipped,
         "ms_per_pair_median": _median(timed), "ms_per_pair_p95": _p95(timed),
-        "pairs_per_s": 1e3 / _median(timed),
+        "pairs_per_s": 1e3 / _median(timed), "cpu_ms_per_pair_median": _median(cpu),
         "ms_per_pair_early": _median(timed[:window]), "ms_per_pair_end": _median(timed[-window:]),
-        "stage_ms_median": {name: _median(v[WARMUP:] or v) for name, v in run.stages.items()},
+        "stage_ms_median": {name: _median(_after_warmup(v)) for name, v in run.stages.items()},
         "memory": {str(k): v.memory for k, v in run.tracker.targets().items()},
         "target_bytes_early": run.bytes_early, "target_bytes_end": _bytes_per_target(run),
     }
     if one_target is not None and one_target is not run:
-        one = one_target.totals[WARMUP:] or one_target.totals
+        one, one_cpu = _after_warmup(one_target.totals), _after_warmup(one_target.cpu)
         report["cost_vs_one_target"] = _median(timed) / _median(one)
         report["cost_vs_one_target_per_pair"] = _median([mine / theirs for mine, theirs in zip(timed, one)])
+        report["cpu_cost_vs_one_target"] = _median(cpu) / _median(one_cpu)
     return report
 
 
