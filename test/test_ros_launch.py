@@ -21,7 +21,8 @@ require_ros()
 pytest.importorskip("launch", reason="ROS 2 launch is not installed (ROS 2 from PyPI); this runs on a ROS install")
 pytest.importorskip("launch_ros", reason="launch_ros is not installed (ROS 2 from PyPI); this runs on a ROS install")
 
-# What `ros2 launch` does with a file and `name:=value` arguments; launch's own argument checks apply.
+# What `ros2 launch -n` does with a file and `name:=value` arguments: non-interactive, launch sends
+# its own SIGINT to the node on top of the terminal's.
 RUN_LAUNCH_FILE = """
 import sys
 from launch import LaunchService
@@ -59,10 +60,10 @@ class Launch:
         env = {**ros.env, "AMENT_PREFIX_PATH": os.pathsep.join(
             [str(prefix), *filter(None, [os.environ.get("AMENT_PREFIX_PATH")])])}
         self.log_path = ros.tmp / f"launch-{time.monotonic_ns()}.log"
+        launch_file = prefix / "share" / "lmeec_ros" / "launch" / "lmeec.launch.py"
         with self.log_path.open("w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", RUN_LAUNCH_FILE, str(prefix / "share" / "lmeec_ros" / "launch" / "lmeec.launch.py"),
-                 *arguments], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen([sys.executable, "-c", RUN_LAUNCH_FILE, str(launch_file), *arguments],
+                                         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def output(self) -> str:
         return self.log_path.read_text()
@@ -77,7 +78,7 @@ class Launch:
 
     def interrupt(self, times: int = 1, apart_s: float = 0.5, timeout_s: float = 60.0) -> int:
         """Ctrl-C in a terminal `times` times: SIGINT to every process of the group."""
-        for i in range(times):
+        for _ in range(times):
             if self.proc.poll() is None:
                 os.killpg(self.proc.pid, signal.SIGINT)
                 time.sleep(apart_s)
