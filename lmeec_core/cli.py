@@ -30,8 +30,10 @@ def _print_json(data: Any) -> None:
 
 def _parity(args: argparse.Namespace) -> int:
     from .parity import run_parity
+    from .tracker import parse_speedups
 
-    report = run_parity(args.fixture, args.out, direction=args.direction, threads=args.threads)
+    report = run_parity(args.fixture, args.out, direction=args.direction, threads=args.threads,
+                        speedups=parse_speedups(args.speedups))
     _print_json(report)
     return 0 if report.get("ok", True) else 1
 
@@ -42,6 +44,9 @@ def _add_parity(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="where to write the predicted arrays (.npz)")
     p.add_argument("--direction", choices=("ego2exo", "exo2ego"), help="default: meta.json's, else ego2exo")
     p.add_argument("--threads", type=int, default=2, help="torch threads (the fixture was made with 2)")
+    p.add_argument("--speedups", default="none",
+                   help="named speed-ups to check against the tolerances ('all' or a comma list); "
+                        "default none: the official mode, bit-compatible in fp32")
     p.set_defaults(handler=_parity)
 
 
@@ -50,14 +55,14 @@ def _tracker_for(args: argparse.Namespace):
     import torch
 
     from .model import build_preset, load_checkpoint
-    from .tracker import TrackerConfig
+    from .tracker import TrackerConfig, parse_speedups
 
     if args.threads:
         torch.set_num_threads(args.threads)
     model = (load_checkpoint(args.checkpoint, preset=args.preset)[0] if args.checkpoint
              else build_preset(args.preset, seed=0))
     config = TrackerConfig(device=args.device, dtype=args.dtype, compression=args.compression,
-                           capacity=args.capacity, compile=args.compile)
+                           capacity=args.capacity, compile=args.compile, speedups=parse_speedups(args.speedups))
     return model, config
 
 
@@ -122,7 +127,10 @@ def _add_tracker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--compression", choices=("merge", "drop", "fifo"), default="merge")
     p.add_argument("--capacity", type=int, default=6)
-    p.add_argument("--compile", action="store_true", help="torch.compile the image encoder")
+    p.add_argument("--compile", action="store_true", help="torch.compile the image encoder's trunk")
+    p.add_argument("--speedups", default="all",
+                   help="numerics-changing fp32 speed-ups, 'all', 'none' or a comma list of batch_views, "
+                        "unpadded_windows (float rounding only; none = bit-compatible with the official code)")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is faster on a busy 2-core machine)")
 
 
