@@ -135,18 +135,37 @@ def _add_tracker_options(p: argparse.ArgumentParser) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import bench_config, run
+    from .bench import bench_config, compare, run
+    from .tracker import parse_speedups
 
-    config = bench_config(args.preset, args.frames, args.ego_size, args.exo_size, args.protocol,
+    if args.suite:
+        return _bench_suite(args)
+    config = bench_config(args.preset or "nano", args.frames, args.ego_size, args.exo_size, args.protocol,
                           args.checkpoint, args.threads, device=args.device, dtype=args.dtype,
-                          compression=args.compression, capacity=args.capacity, compile=args.compile)
-    _print_json(run(config, progress=not args.quiet))
+                          compression=args.compression, capacity=args.capacity, compile=args.compile,
+                          speedups=parse_speedups(args.speedups))
+    _print_json((compare if args.compare else run)(config, progress=not args.quiet))
+    return 0
+
+
+def _bench_suite(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .bench_suite import DRY_RUN, SuiteConfig, gpu_suite
+
+    suite = DRY_RUN if args.dry_run else SuiteConfig()
+    suite = replace(suite, preset=args.preset or suite.preset, checkpoint=args.checkpoint)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    _print_json(gpu_suite(suite))
     return 0
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="streaming latency and memory of the tracker (JSON)")
-    p.add_argument("--preset", default="nano")
+    p.add_argument("--preset", help="default: nano (b+ for --suite gpu)")
     p.add_argument("--checkpoint", help="checkpoint file; default: random weights of the preset")
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--ego-size", type=camera_size, default=(480, 640), help="WIDTHxHEIGHT")
@@ -154,6 +173,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", choices=("robot", "benchmark"), default="benchmark",
                    help="robot: target given once and tracked; benchmark: per-frame source mask")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--suite", choices=("gpu",),
+                   help="the prepared GPU check (pairs/s fp32/bf16/bf16+compile, bf16 parity, memory over "
+                        "3000 pairs, 30 Hz 1280x720 latency); other stream options are ignored")
+    p.add_argument("--dry-run", action="store_true", help="--suite on the CPU with a tiny model (CI)")
+    p.add_argument("--compare", choices=("fp32",),
+                   help="also run the fp32 reference (official numerics) on the same stream: speed-up, "
+                        "max |logit| difference, mask agreement")
     _add_tracker_options(p)
     p.set_defaults(handler=_bench)
 

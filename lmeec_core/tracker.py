@@ -55,6 +55,7 @@ class TrackerConfig:
     max_time_gap_s: float = 2.0  # stamps going backwards or jumping further reset the memory
     pointer_frames: int = 16  # SAM 2's min(num_frames, 16); the official protocol uses the take length
     compile: bool = False  # torch.compile the image encoder's trunk
+    compile_backend: str = "inductor"  # torch.compile backend ("eager" only traces: a quick check of the path)
     speedups: tuple[str, ...] = SPEEDUPS  # named numerics-changing speed-ups (float rounding only)
 
     def validate(self) -> "TrackerConfig":
@@ -124,7 +125,7 @@ class CorrespondenceTracker:
         self.device = torch.device(config.device)
         self.model = model.to(self.device).eval()
         if config.compile:
-            self.model.trunk_features = torch.compile(trunk_features, dynamic=False)
+            self.model.trunk_features = torch.compile(trunk_features, backend=config.compile_backend, dynamic=False)
         memory = DualMemory(config.capacity, config.compression, min(config.pointer_frames, model.max_obj_ptrs_in_encoder))
         self.engine = CorrespondenceEngine(self.model, memory, config.banks, probe)
         self.probe = probe

@@ -80,23 +80,26 @@ def _block(block: MultiScaleBlock, x: torch.Tensor) -> torch.Tensor:
 class WindowPositions:
     """Hiera's window position embedding per input grid, computed once per size at inference.
 
-    Keyed by the embedding parameters' versions too, so loading other weights invalidates it; with
-    gradients enabled (training) it is computed every time so that it receives its gradient.
+    It is recomputed when the embedding parameters change (e.g. weights loaded after first use:
+    a comparison with the copy it was made from, a few thousand values); with gradients enabled
+    (training) it is computed every time so that it receives its gradient.
     """
 
     def __init__(self, trunk: Hiera) -> None:
         self.trunk = trunk
-        self._cache: dict[tuple, torch.Tensor] = {}
+        self._key: tuple | None = None
+        self._made_from: tuple[torch.Tensor, ...] = ()
+        self._embedding: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             return self.trunk._get_pos_embed(x.shape[1:3])
         params = (self.trunk.pos_embed, self.trunk.pos_embed_window)
-        key = (*x.shape[1:3], x.dtype, x.device, *(p._version for p in params))
-        if key not in self._cache:
-            self._cache.clear()
-            self._cache[key] = self.trunk._get_pos_embed(x.shape[1:3])
-        return self._cache[key]
+        key = (*x.shape[1:3], x.dtype, x.device)
+        if key != self._key or not all(torch.equal(p, q) for p, q in zip(params, self._made_from)):
+            self._embedding = self.trunk._get_pos_embed(x.shape[1:3])
+            self._key, self._made_from = key, tuple(p.detach().clone() for p in params)
+        return self._embedding
 
 
 def trunk_features(trunk: Hiera, positions: WindowPositions, images: torch.Tensor,
