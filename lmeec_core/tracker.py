@@ -125,7 +125,8 @@ class CorrespondenceTracker:
         self.device = torch.device(config.device)
         self.model = model.to(self.device).eval()
         if config.compile:
-            self.model.trunk_features = torch.compile(trunk_features, backend=config.compile_backend, dynamic=False)
+            compiled = torch.compile(trunk_features, backend=config.compile_backend, dynamic=False)
+            self.model.trunk_features = compiled
         memory = DualMemory(config.capacity, config.compression, min(config.pointer_frames, model.max_obj_ptrs_in_encoder))
         self.engine = CorrespondenceEngine(self.model, memory, config.banks, probe)
         self.probe = probe

@@ -52,8 +52,8 @@ def _bench(variant: str, model: dict, args: argparse.Namespace, compare: bool = 
 
 def _node(version: str, width: int, height: int, args: argparse.Namespace) -> dict:
     command = [sys.executable, "-m", "lmeec_ros.bench_node", "--width", str(width), "--height", str(height),
-               "--rate", "15", "--seconds", str(args.node_seconds), "--checkpoint", str(args.nano_checkpoint),
-               "--preset", ""]
+               "--rate", str(args.node_rate), "--seconds", str(args.node_seconds),
+               "--checkpoint", str(args.nano_checkpoint), "--preset", ""]
     return _run_json(command, args.base if version == "start" else None)
 
 
@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--node", action="store_true", help="also the node's results/s (needs ROS)")
     parser.add_argument("--node-rounds", type=int, default=1)
     parser.add_argument("--node-seconds", type=float, default=30.0)
+    parser.add_argument("--node-rate", type=float, default=30.0, help="camera pairs/s published by the client")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     args.base = args.base.resolve()
