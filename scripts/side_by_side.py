@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,12 +43,33 @@ def _run_json(command: list[str], base: Path | None) -> dict:
     return json.loads(done.stdout)
 
 
-def _bench(variant: str, model: dict, args: argparse.Namespace, compare: bool = False) -> dict:
+def _bench(variant: str, model: dict, args: argparse.Namespace, frames: int, compare: bool = False) -> dict:
     command = [sys.executable, "-m", "lmeec_core.cli", "bench", "--quiet", "--threads", str(args.threads),
-               "--frames", str(model["frames"]), *model["args"], *VARIANTS[variant]]
+               "--frames", str(frames), *model["args"], *VARIANTS[variant]]
     if compare:
         command += ["--compare", "fp32"]
     return _run_json(command, args.base if variant == "start" else None)
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed_bench(variant: str, model: dict, args: argparse.Namespace) -> dict:
+    """A long and a short run: CPU time per pair from their difference (set-up and warm-up cancel).
+
+    On a shared machine CPU time (with one torch thread) is far steadier than wall time, which
+    the long run's report gives as well.
+    """
+    cpu = []
+    for frames in (model["short"], model["long"]):
+        before = _children_cpu_s()
+        report = _bench(variant, model, args, frames)
+        cpu.append(_children_cpu_s() - before)
+    report["cpu_ms_per_pair"] = 1e3 * (cpu[1] - cpu[0]) / (model["long"] - model["short"])
+    report["load_average"] = os.getloadavg()[0]
+    return report
 
 
 def _node(version: str, width: int, height: int, args: argparse.Namespace) -> dict:
@@ -59,10 +81,10 @@ def _node(version: str, width: int, height: int, args: argparse.Namespace) -> di
 
 def _models(args: argparse.Namespace) -> dict[str, dict]:
     bplus = ["--preset", "b+"] + (["--checkpoint", str(args.bplus_checkpoint)] if args.bplus_checkpoint else [])
-    return {
-        "b+ 480": {"args": bplus, "frames": args.bplus_frames},
-        "nano": {"args": ["--preset", "nano", "--checkpoint", str(args.nano_checkpoint)], "frames": args.nano_frames},
-    }
+    nano = ["--preset", "nano", "--checkpoint", str(args.nano_checkpoint)]
+    # `--settle N`: the short run ends after N pairs; 7 fills the banks, so the timed pairs are steady-state
+    return {"b+ 480": {"args": bplus, "short": args.settle, "long": args.settle + args.bplus_frames},
+            "nano": {"args": nano, "short": args.settle, "long": args.settle + args.nano_frames}}
 
 
 def _rotated(items: list[str], shift: int) -> list[str]:
@@ -75,12 +97,11 @@ def measure(args: argparse.Namespace) -> dict:
     for round_ in range(args.rounds):
         for name, model in models.items():
             for variant in _rotated(list(VARIANTS), round_):
-                report = _bench(variant, model, args)
-                report["load_average"] = os.getloadavg()[0]
+                report = _timed_bench(variant, model, args)
                 runs[name][variant].append(report)
-                print(f"round {round_ + 1} {name} {variant}: {report['ms_per_pair_median']:.1f} ms/pair",
-                      file=sys.stderr)
-    accuracy = {name: {v: _bench(v, model, args, compare=True) for v in ("fp32", "fast")}
+                print(f"round {round_ + 1} {name} {variant}: {report['cpu_ms_per_pair']:.1f} CPU ms/pair, "
+                      f"{report['ms_per_pair_median']:.1f} wall ms/pair", file=sys.stderr)
+    accuracy = {name: {v: _bench(v, model, args, model["long"], compare=True) for v in ("fp32", "fast")}
                 for name, model in models.items()}
     result = {"machine": _machine(), "rounds": args.rounds, "threads": args.threads, "base": str(args.base),
               "runs": runs, "accuracy": accuracy, "summary": _summary(runs, accuracy)}
@@ -104,9 +125,11 @@ def _node_runs(args: argparse.Namespace) -> dict:
 def _summary(runs: dict, accuracy: dict) -> dict:
     summary = {}
     for name, variants in runs.items():
-        medians = {v: statistics.median(r["ms_per_pair_median"] for r in reports) for v, reports in variants.items()}
+        cpu = {v: statistics.median(r["cpu_ms_per_pair"] for r in reports) for v, reports in variants.items()}
+        wall = {v: statistics.median(r["ms_per_pair_median"] for r in reports) for v, reports in variants.items()}
         summary[name] = {
-            v: {"ms_per_pair": medians[v], "speedup_vs_start": medians["start"] / medians[v],
+            v: {"cpu_ms_per_pair": cpu[v], "speedup_vs_start": cpu["start"] / cpu[v], "wall_ms_per_pair": wall[v],
+                "wall_speedup_vs_start": wall["start"] / wall[v],
                 **{key: accuracy[name][v][key] if v in accuracy[name] else same for key, same in ACCURACY.items()}}
             for v in variants
         }
@@ -121,11 +144,12 @@ def _machine() -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| model | variant | ms/pair (median of rounds) | vs start | max abs diff: logits / score logit / "
-             "fused | mask agreement |", "|---|---|---|---|---|---|"]
+    lines = ["| model | variant | CPU ms/pair | vs start | wall ms/pair | vs start | max abs diff: logits / "
+             "score logit / fused | mask agreement |", "|---|---|---|---|---|---|---|---|"]
     for name, variants in result["summary"].items():
         for v, row in variants.items():
-            lines.append(f"| {name} | {v} | {row['ms_per_pair']:.1f} | {row['speedup_vs_start']:.2f}x | "
+            lines.append(f"| {name} | {v} | {row['cpu_ms_per_pair']:.1f} | {row['speedup_vs_start']:.2f}x | "
+                         f"{row['wall_ms_per_pair']:.1f} | {row['wall_speedup_vs_start']:.2f}x | "
                          f"{row['max_abs_logit_diff']:.2g} / {row['max_abs_score_logit_diff']:.2g} / "
                          f"{row['max_abs_fused_diff']:.2g} | {100 * row['mask_agreement']:.3f} % |")
     return "\n".join(lines)
@@ -134,10 +158,11 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, required=True, help="worktree of the commit to compare with")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--bplus-frames", type=int, default=12)
-    parser.add_argument("--nano-frames", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the tracker runs")
+    parser.add_argument("--settle", type=int, default=7, help="pairs before the timed ones (7 fills the banks)")
+    parser.add_argument("--bplus-frames", type=int, default=6, help="steady-state pairs timed per b+ run")
+    parser.add_argument("--nano-frames", type=int, default=60, help="steady-state pairs timed per nano run")
     parser.add_argument("--bplus-checkpoint", type=Path, help="default: random b+ weights (seed 0)")
     parser.add_argument("--nano-checkpoint", type=Path, default=ROOT / "lmeec_core/assets/nano.pt")
     parser.add_argument("--node", action="store_true", help="also the node's results/s (needs ROS)")
