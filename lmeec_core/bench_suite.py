@@ -49,8 +49,8 @@ class SuiteConfig:
 
 
 # Same sections and keys, sized for a CPU in CI: tiny model, a few pairs, torch.compile only traced.
-DRY_RUN = SuiteConfig(preset="nano", device="cpu", speed_pairs=4, parity_pairs=4, memory_pairs=24,
-                      camera=(120, 160), latency_s=2.0, compile_backend="eager", dry_run=True)
+DRY_RUN = SuiteConfig(preset="nano", device="cpu", speed_pairs=2, parity_pairs=3, memory_pairs=12,
+                      camera=(120, 160), latency_s=1.5, compile_backend="eager", dry_run=True)
 
 
 def _bench_config(suite: SuiteConfig, frames: int, **tracker: Any) -> bench.BenchConfig:

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from lmeec_core import bench_suite, cli
 from lmeec_core.bench_suite import DRY_RUN, SECTIONS, SuiteConfig
@@ -11,8 +12,16 @@ SHIPPED = Path(__file__).resolve().parents[1] / "lmeec_core" / "assets" / "nano.
 KEYS = {"suite", "dry_run", "preset", "device", "device_name", "torch", "wall_s", *SECTIONS}
 
 
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """`--threads` sets the process-wide torch thread count; later tests expect it unchanged."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_dry_run_prints_every_section_of_the_gpu_check(capsys):
-    assert cli.main(["bench", "--suite", "gpu", "--dry-run", "--threads", "2"]) == 0
+    assert cli.main(["bench", "--suite", "gpu", "--dry-run", "--threads", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report) >= KEYS and report["dry_run"] is True
     assert not [name for name in SECTIONS if "error" in report[name]], report
@@ -32,7 +41,7 @@ def test_without_ros_the_node_section_is_skipped_with_the_reason(monkeypatch):
 
 
 def test_the_real_suite_refuses_a_machine_without_cuda():
-    if bench_suite.torch.cuda.is_available():
+    if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(RuntimeError, match="--dry-run"):
         bench_suite.gpu_suite(SuiteConfig())
