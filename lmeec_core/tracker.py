@@ -20,9 +20,26 @@ from .errors import ConfigError, InputError, StateError
 from .inference import CorrespondenceEngine, Probe, no_probe
 from .memory import BANK_POLICIES, BANKS, COMPRESSIONS, BankView, DualMemory
 from .model import LMEEC, MaskPrediction, ViewFeatures, build_preset, load_checkpoint
+from .model.hiera_windows import trunk_features
 
 VIEWS = ("ego", "exo")
 DTYPES = ("fp32", "bf16")
+# Speed-ups that change results by float rounding only (parity tolerances); OFFICIAL runs none of them.
+SPEEDUPS = (
+    "batch_views",  # both views through the image encoder as one batch
+    "unpadded_windows",  # Hiera's windowed attention without projecting the window padding
+)
+
+
+def parse_speedups(text: str) -> tuple[str, ...]:
+    """'all', 'none' or comma-separated names from SPEEDUPS (command-line and parameter spelling)."""
+    if text.strip() == "all":
+        return SPEEDUPS
+    names = tuple(name.strip() for name in text.split(",") if name.strip() and name.strip() != "none")
+    unknown = [name for name in names if name not in SPEEDUPS]
+    if unknown:
+        raise ConfigError(f"unknown speed-up(s) {unknown}; expected 'all', 'none' or names from {SPEEDUPS}")
+    return names
 
 
 @dataclass(frozen=True)
@@ -38,7 +55,9 @@ class TrackerConfig:
     visibility_threshold: float = 0.5  # on Correspondence.score
     max_time_gap_s: float = 2.0  # stamps going backwards or jumping further reset the memory
     pointer_frames: int = 16  # SAM 2's min(num_frames, 16); the official protocol uses the take length
-    compile: bool = False  # torch.compile the image encoder
+    compile: bool = False  # torch.compile the image encoder's trunk
+    compile_backend: str = "inductor"  # torch.compile backend ("eager" only traces: a quick check of the path)
+    speedups: tuple[str, ...] = SPEEDUPS  # named numerics-changing speed-ups (float rounding only)
 
     def validate(self) -> "TrackerConfig":
         checks = [
@@ -51,6 +70,7 @@ class TrackerConfig:
              f"visibility_threshold {self.visibility_threshold}; expected 0..1"),
             (self.max_time_gap_s > 0, f"max_time_gap_s {self.max_time_gap_s}; expected > 0"),
             (self.pointer_frames >= 1, f"pointer_frames {self.pointer_frames}; expected >= 1"),
+            (set(self.speedups) <= set(SPEEDUPS), f"speedups {self.speedups}; expected names from {SPEEDUPS}"),
         ]
         for ok, text in checks:
             if not ok:
@@ -58,7 +78,8 @@ class TrackerConfig:
         return self
 
 
-OFFICIAL = TrackerConfig(compression="drop", capacity=6, banks="dual", bank_policy="official")
+OFFICIAL = TrackerConfig(compression="drop", capacity=6, banks="dual", bank_policy="official",
+                         speedups=())  # bit-compatible with the official code in fp32
 
 
 @dataclass
@@ -111,7 +132,8 @@ class CorrespondenceTracker:
         self.device = torch.device(config.device)
         self.model = model.to(self.device).eval()
         if config.compile:
-            self.model.image_encoder.forward = torch.compile(self.model.image_encoder.forward, dynamic=False)
+            compiled = torch.compile(trunk_features, backend=config.compile_backend, dynamic=False)
+            self.model.trunk_features = compiled
         memory = DualMemory(config.capacity, config.compression, min(config.pointer_frames, model.max_obj_ptrs_in_encoder),
                             config.bank_policy)
         self.engine = CorrespondenceEngine(self.model, memory, config.banks, probe)
@@ -161,15 +183,25 @@ class CorrespondenceTracker:
             yield
 
     def _encode(self, images: dict[str, np.ndarray], timer: _Timer) -> dict[str, ViewFeatures]:
-        size = self.model.image_size
-        features = {}
+        """Each view's image encoded once: one batch of both with `batch_views`, else one by one."""
+        size, speedups = self.model.image_size, self.config.speedups
+        tensors = {}
         for view, image in images.items():
             with timer.stage("preprocess"):
-                tensor, resized = pp.image_to_tensor(image, size, self.device)
+                tensors[view], resized = pp.image_to_tensor(image, size, self.device)
             self.probe(f"{view}_resized", resized)
-            with timer.stage(f"encode_{view}"):
-                features[view] = self.model.encode_image(tensor)
-            self.probe(f"{view}_features", features[view])
+        unpadded = "unpadded_windows" in speedups
+        if "batch_views" in speedups:
+            with timer.stage("encode"):
+                batch = self.model.encode_image(torch.cat(list(tensors.values())), unpadded)
+                features = dict(zip(tensors, batch.split()))
+        else:
+            features = {}
+            for view, tensor in tensors.items():
+                with timer.stage(f"encode_{view}"):
+                    features[view] = self.model.encode_image(tensor, unpadded)
+        for view, feature in features.items():
+            self.probe(f"{view}_features", feature)
         return features
 
     def set_target(self, view: str, ego_image: np.ndarray, exo_image: np.ndarray, *,
