@@ -6,8 +6,9 @@ images with the same `pair_by_stamp`. So a bag replayed through the node (in loc
 evaluated here go through the same pairs, prompts and scoring, and their metrics can be compared.
 
 Ground truth is a mono8 mask topic per camera whose messages carry the stamp of their image (what
-`lmeec_core.data.bags.write_scene_bag` writes). A result is scored against the GT mask of its target
-image's stamp, exactly; recordings are streamed, never loaded whole.
+`lmeec_core.data.bags.write_scene_bag` writes), and optionally a mono8 instance-id topic per camera,
+which gives the mask of any object (`ObjectTruth`). A result is scored against the GT mask of its
+target image's stamp, exactly; recordings are streamed, never loaded whole.
 """
 from __future__ import annotations
 
@@ -15,13 +16,21 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 from rosbags.rosbag2 import Reader
 from tqdm import tqdm
 
-from .data.bags import EGO_IMAGE_TOPIC, EGO_MASK_TOPIC, EXO_IMAGE_TOPIC, EXO_MASK_TOPIC, read_bag_images
+from .data.bags import (
+    EGO_IMAGE_TOPIC,
+    EGO_INSTANCES_TOPIC,
+    EGO_MASK_TOPIC,
+    EXO_IMAGE_TOPIC,
+    EXO_INSTANCES_TOPIC,
+    EXO_MASK_TOPIC,
+    read_bag_images,
+)
 from .errors import InputError
 from .metrics import MetricAccumulator
 from .sync import NS_PER_S, ApproximateTimeSynchronizer
@@ -36,18 +45,23 @@ PROTOCOLS = ("robot", "benchmark")
 
 @dataclass(frozen=True)
 class BagTopics:
-    """Where a bag keeps each camera's images and ground-truth masks."""
+    """Where a bag keeps each camera's images, the target's ground-truth masks and the instance ids."""
 
     ego_image: str = EGO_IMAGE_TOPIC
     exo_image: str = EXO_IMAGE_TOPIC
     ego_mask: str = EGO_MASK_TOPIC
     exo_mask: str = EXO_MASK_TOPIC
+    ego_instances: str = EGO_INSTANCES_TOPIC
+    exo_instances: str = EXO_INSTANCES_TOPIC
 
     def images(self) -> dict[str, str]:
         return {"ego": self.ego_image, "exo": self.exo_image}
 
     def masks(self) -> dict[str, str]:
         return {"ego": self.ego_mask, "exo": self.exo_mask}
+
+    def instances(self) -> dict[str, str]:
+        return {"ego": self.ego_instances, "exo": self.exo_instances}
 
 
 @dataclass(frozen=True)
@@ -125,18 +139,76 @@ class StampWindow(Generic[T]):
         return self._held.get((key, stamp_ns))
 
 
+class MaskLookup(Protocol):
+    """GT masks by view and stamp (a `StampWindow`, or one object of an `ObjectTruth`)."""
+
+    def get(self, view: str, stamp_ns: int) -> np.ndarray | None: ...
+
+
+def _view_images(bag: str | Path, topics: dict[str, str]) -> Iterator[tuple[str, int, np.ndarray]]:
+    view_of = {topic: view for view, topic in topics.items()}
+    return ((view_of[m.topic], m.stamp_ns, m.image) for m in read_bag_images(bag, list(view_of)))
+
+
 def ground_truth(bag: str | Path, topics: BagTopics = BagTopics()) -> StampWindow[np.ndarray]:
-    """The bag's GT masks (bool [H, W]) by view and stamp."""
-    view_of = {topic: view for view, topic in topics.masks().items()}
-    masks = read_bag_images(bag, list(view_of))
-    return StampWindow((view_of[m.topic], m.stamp_ns, m.image != 0) for m in masks)
+    """The bag's GT masks of its target (bool [H, W]) by view and stamp."""
+    return StampWindow((view, stamp, image != 0) for view, stamp, image in _view_images(bag, topics.masks()))
+
+
+class ObjectTruth:
+    """GT masks of any object of a bag by view and stamp: `instance` None is the room's target (the GT
+    mask topics, which every recording has), an instance id is that object (the instance-id topics).
+
+    Each kind of topic is read once, on first use, however many objects are looked up; lookups come
+    in roughly rising stamp order, as for a `StampWindow`.
+    """
+
+    def __init__(self, bag: str | Path, topics: BagTopics = BagTopics()) -> None:
+        self._bag, self._topics = bag, topics
+        self._masks: StampWindow[np.ndarray] | None = None
+        self._instances: StampWindow[np.ndarray] | None = None
+
+    def require(self, instances: Iterable[int | None]) -> None:
+        """Refuse, before any replay, a bag that lacks the topics these objects are looked up in."""
+        wanted = set(instances)
+        topics = {*(self._topics.masks().values() if None in wanted else ()),
+                  *(self._topics.instances().values() if wanted - {None} else ())}
+        missing = sorted(t for t in topics if count_messages(self._bag, t) == 0)
+        if missing:
+            others = sorted(wanted - {None})
+            raise InputError(f"bag {self._bag} has no messages on {missing}; expected mono8 GT mask topics for "
+                             f"the room's target" + (f" and instance-id topics for instances {others}" if others else ""))
+
+    def get(self, view: str, stamp_ns: int, instance: int | None = None) -> np.ndarray | None:
+        """The mask (bool [H, W]) of `instance` in the `view` image stamped `stamp_ns`; None without GT there."""
+        if instance is None:
+            if self._masks is None:
+                self._masks = ground_truth(self._bag, self._topics)
+            return self._masks.get(view, stamp_ns)
+        if self._instances is None:
+            self._instances = StampWindow(_view_images(self._bag, self._topics.instances()))
+        ids = self._instances.get(view, stamp_ns)
+        return None if ids is None else ids == instance
+
+    def of(self, instance: int | None) -> MaskLookup:
+        """The masks of one object, as `BagScore` looks them up."""
+        return _ObjectMasks(self, instance)
+
+
+@dataclass(frozen=True)
+class _ObjectMasks:
+    truth: ObjectTruth
+    instance: int | None
+
+    def get(self, view: str, stamp_ns: int) -> np.ndarray | None:
+        return self.truth.get(view, stamp_ns, self.instance)
 
 
 @dataclass
 class BagScore:
     """EgoExo4D metrics of target-view masks, each against the GT mask of its stamp."""
 
-    gt: StampWindow[np.ndarray]
+    gt: MaskLookup
     metrics: MetricAccumulator = field(default_factory=MetricAccumulator)
     without_gt: int = 0  # results whose stamp has no GT mask in the bag (not scored)
 
@@ -158,9 +230,7 @@ class BagScore:
 def bag_pairs(bag: str | Path, topics: BagTopics = BagTopics(), slop_s: float = SLOP_S,
               queue_size: int = QUEUE_SIZE) -> Iterator[Pair[np.ndarray]]:
     """The bag's synchronised ego/exo images (uint8 RGB), in the order the node would process them."""
-    view_of = {topic: view for view, topic in topics.images().items()}
-    images = read_bag_images(bag, list(view_of))
-    return pair_by_stamp(((view_of[m.topic], m.stamp_ns, m.image) for m in images), slop_s, queue_size)
+    return pair_by_stamp(_view_images(bag, topics.images()), slop_s, queue_size)
 
 
 def count_messages(bag: str | Path, topic: str) -> int:

@@ -24,14 +24,27 @@ def camera_size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def score_size(text: str) -> int | str:
+    """'480' -> 480 (a square side); 'challenge' stays a word."""
+    if text == "challenge":
+        return text
+    try:
+        return int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"score size {text!r}; expected a side in pixels such as 480, "
+                                         "or 'challenge'") from err
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
 def _parity(args: argparse.Namespace) -> int:
     from .parity import run_parity
+    from .tracker import parse_speedups
 
-    report = run_parity(args.fixture, args.out, direction=args.direction, threads=args.threads)
+    report = run_parity(args.fixture, args.out, direction=args.direction, threads=args.threads,
+                        speedups=parse_speedups(args.speedups))
     _print_json(report)
     return 0 if report.get("ok", True) else 1
 
@@ -42,6 +55,9 @@ def _add_parity(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="where to write the predicted arrays (.npz)")
     p.add_argument("--direction", choices=("ego2exo", "exo2ego"), help="default: meta.json's, else ego2exo")
     p.add_argument("--threads", type=int, default=2, help="torch threads (the fixture was made with 2)")
+    p.add_argument("--speedups", default="none",
+                   help="named speed-ups to check against the tolerances ('all' or a comma list); "
+                        "default none: the official mode, bit-compatible in fp32")
     p.set_defaults(handler=_parity)
 
 
@@ -49,16 +65,18 @@ def _tracker_for(args: argparse.Namespace):
     """A tracker from the common --checkpoint/--preset and tracker options."""
     import torch
 
-    from .model import build_preset, load_checkpoint
-    from .tracker import TrackerConfig
+    from .model import build_preset, load_checkpoint, load_config_file
+    from .tracker import TrackerConfig, parse_speedups
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = (load_checkpoint(args.checkpoint, preset=args.preset)[0] if args.checkpoint
+    config = load_config_file(args.config) if args.config else None
+    model = (load_checkpoint(args.checkpoint, config=config, preset=args.preset)[0] if args.checkpoint
              else build_preset(args.preset, seed=0))
-    config = TrackerConfig(device=args.device, dtype=args.dtype, compression=args.compression,
-                           capacity=args.capacity, compile=args.compile)
-    return model, config
+    tracker = TrackerConfig(device=args.device, dtype=args.dtype, compression=args.compression,
+                            capacity=args.capacity, bank_policy=args.bank_policy, compile=args.compile,
+                            speedups=parse_speedups(args.speedups))
+    return model, tracker
 
 
 def _evaluate_bag(args: argparse.Namespace) -> int:
@@ -80,6 +98,7 @@ def _add_evaluate_bag(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate-bag", help="pair, track and score a rosbag2 with GT mask topics, without ROS")
     p.add_argument("bag", help="rosbag2 folder (MCAP or sqlite3) with /ego|/exo image_raw and gt_mask topics")
     p.add_argument("--checkpoint", help="checkpoint file; default: random weights of --preset")
+    p.add_argument("--config", help="sam2-format model YAML, for checkpoints of a non-preset model")
     p.add_argument("--preset", default="nano")
     p.add_argument("--source-view", choices=("ego", "exo"), default="ego")
     p.add_argument("--protocol", choices=("robot", "benchmark"), default="robot")
@@ -122,23 +141,47 @@ def _add_tracker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--compression", choices=("merge", "drop", "fifo"), default="merge")
     p.add_argument("--capacity", type=int, default=6)
-    p.add_argument("--compile", action="store_true", help="torch.compile the image encoder")
+    p.add_argument("--bank-policy", choices=("fill", "official"), default="fill",
+                   help="fill: banks refill after skipped frames; official: the official code's (spec 3.2)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the image encoder's trunk")
+    p.add_argument("--speedups", default="all",
+                   help="numerics-changing fp32 speed-ups, 'all', 'none' or a comma list of batch_views, "
+                        "unpadded_windows (float rounding only; none = bit-compatible with the official code)")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is faster on a busy 2-core machine)")
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import bench_config, run
+    from .bench import bench_config, compare, run
+    from .tracker import parse_speedups
 
-    config = bench_config(args.preset, args.frames, args.ego_size, args.exo_size, args.protocol,
+    if args.suite:
+        return _bench_suite(args)
+    config = bench_config(args.preset or "nano", args.frames, args.ego_size, args.exo_size, args.protocol,
                           args.checkpoint, args.threads, device=args.device, dtype=args.dtype,
-                          compression=args.compression, capacity=args.capacity, compile=args.compile)
-    _print_json(run(config, progress=not args.quiet))
+                          compression=args.compression, capacity=args.capacity, bank_policy=args.bank_policy,
+                          compile=args.compile, speedups=parse_speedups(args.speedups))
+    _print_json((compare if args.compare else run)(config, progress=not args.quiet))
+    return 0
+
+
+def _bench_suite(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .bench_suite import DRY_RUN, SuiteConfig, gpu_suite
+
+    suite = DRY_RUN if args.dry_run else SuiteConfig()
+    suite = replace(suite, preset=args.preset or suite.preset, checkpoint=args.checkpoint)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    _print_json(gpu_suite(suite))
     return 0
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="streaming latency and memory of the tracker (JSON)")
-    p.add_argument("--preset", default="nano")
+    p.add_argument("--preset", help="default: nano (b+ for --suite gpu)")
     p.add_argument("--checkpoint", help="checkpoint file; default: random weights of the preset")
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--ego-size", type=camera_size, default=(480, 640), help="WIDTHxHEIGHT")
@@ -146,6 +189,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", choices=("robot", "benchmark"), default="benchmark",
                    help="robot: target given once and tracked; benchmark: per-frame source mask")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--suite", choices=("gpu",),
+                   help="the prepared GPU check (pairs/s fp32/bf16/bf16+compile, bf16 parity, memory over "
+                        "3000 pairs, 30 Hz 1280x720 latency); other stream options are ignored")
+    p.add_argument("--dry-run", action="store_true", help="--suite on the CPU with a tiny model (CI)")
+    p.add_argument("--compare", choices=("fp32",),
+                   help="also run the fp32 reference (official numerics) on the same stream: speed-up, "
+                        "max |logit| difference, mask agreement")
     _add_tracker_options(p)
     p.set_defaults(handler=_bench)
 
@@ -171,7 +221,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             return TrackerPredictor(CorrespondenceTracker(model, config), source_view, args.protocol, args.prompt)
 
     summary = evaluate(args.root, predictor_for, args.out, args.direction, args.protocol, args.takes,
-                       args.max_frames, plots=not args.no_plots, score_size=args.score_size, prompt=args.prompt)
+                       args.max_frames, plots=not args.no_plots, score_size=args.score_size, prompt=args.prompt,
+                       gt_resize=args.gt_resize)
     _print_json(summary["total"])
     return 0
 
@@ -181,6 +232,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("root", help="folder of processed takes (<take>/annotation.json, <take>/<cam>/<frame>.jpg)")
     p.add_argument("--out", required=True, help="output folder (predictions.json, metrics.json, PNGs)")
     p.add_argument("--checkpoint", help="checkpoint file; default: random weights of --preset")
+    p.add_argument("--config", help="sam2-format model YAML, for checkpoints of a non-preset model")
     p.add_argument("--preset", default="nano")
     p.add_argument("--direction", choices=("ego2exo", "exo2ego"), default="ego2exo")
     p.add_argument("--protocol", choices=("official", "robot"), default="official")
@@ -190,8 +242,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--takes", nargs="*", help="only these take folders")
     p.add_argument("--max-frames", type=int, help="at most this many frames per sequence")
     p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--score-size", type=int, metavar="N",
-                   help="score on an NxN square as the LM-EEC scripts do (480); default: the target image's size")
+    p.add_argument("--score-size", type=score_size, metavar="N|challenge",
+                   help="write and score NxN masks as LM-EEC's tool and compute_metrics.py do (480), or "
+                        "'challenge': aspect kept, long side 480, as the EgoExo4D challenge scorer; "
+                        "default: the target image's size")
+    p.add_argument("--gt-resize", choices=("bilinear", "nearest"),
+                   help="how GT masks reach the camera or square size: bilinear (default; torchvision's resize "
+                        "cast to bool, LM-EEC's hint) or nearest (OpenCV)")
     _add_tracker_options(p)
     p.set_defaults(handler=_evaluate)
 

@@ -94,7 +94,7 @@ class CorrespondenceEngine:
         """
         if pointer is None:
             slot = self.model.temporal_encoding(self.model.num_maskmem - 1)
-            own = self.model.condition(source, source_memory, self._memory_pos + slot)
+            own, = self.model.condition_many(source, [(source_memory, self._memory_pos + slot, 0)])
             pointer = self.model.predict_mask(own, source).obj_ptr
         self._prompt = (source_memory, pointer, index)
         return pointer
@@ -111,16 +111,19 @@ class CorrespondenceEngine:
         ptr_tokens, ptr_pos = model.pointer_memory(pointers, max_distance)
         memory = torch.cat([*tokens, ptr_tokens], dim=0)
         memory_pos = torch.cat([*token_pos, ptr_pos], dim=0)
-        conditioned = model.condition(source, memory, memory_pos, ptr_tokens.shape[0])
+        conditioned, = model.condition_many(source, [(memory, memory_pos, ptr_tokens.shape[0])])
         return model.predict_mask(conditioned, source)
 
     def cross_view(self, index: int, source: ViewFeatures, target: ViewFeatures, source_memory: torch.Tensor,
                    banks: BankView, source_pointer: torch.Tensor | None = None) -> CrossViewResult:
         """Predict the target mask of frame `index` and store both views' memories."""
         model = self.model
-        f_view = model.condition(target, source_memory, self._memory_pos)
         memory, memory_pos, pointer_tokens = self._temporal_memory(index, banks)
-        f_mem = None if memory is None else model.condition(target, memory, memory_pos, pointer_tokens)
+        memories = [(source_memory, self._memory_pos, 0)]
+        if memory is not None:
+            memories.append((memory, memory_pos, pointer_tokens))
+        f_view, *f_mem = model.condition_many(target, memories)  # one pass each, first self-attention shared
+        f_mem = f_mem[0] if f_mem else None
         fused = model.fuse(f_mem, f_view)
         prediction = model.predict_mask(fused, target)
         target_features, _ = model.encode_memory(target, prediction.high_res, prediction.score_logit)

@@ -1,13 +1,18 @@
 """The two bounded memory banks of LM-EEC and their compression.
 
 Each bank (source view, target view) holds at most `capacity` entries of per-token memories
-([N, B, C] with N spatial tokens). The bank policy is the official inference code's
-(spec section 3), which is also a sound streaming policy:
+([N, B, C] with N spatial tokens). A bank policy says when a processed frame enters the banks and
+how far compression shortens them:
 
-* while fewer than capacity+1 frames have been stored, the banks are the index window
-  t-capacity .. t-1 of stored frames (gaps from skipped frames shrink it);
-* from then on, the previous frame is appended when it was processed, and the bank is
-  compressed back to `capacity` entries.
+* `official` is the official inference code's (spec section 3.2). While at most `capacity`
+  frames have been stored (Case A), the banks are the index window t-capacity .. t-1 of stored
+  frames, so gaps from skipped frames shrink them. From then on (Case B) the previous frame is
+  appended only if it was processed (frame t-1), and the bank is compressed exactly once, so the
+  size reached at the last Case-A step persists for the rest of the sequence.
+* `fill` is the streaming policy: every processed frame enters the banks (on the next processed
+  frame) and compression runs until the banks are back at `capacity`. Without skipped frames it
+  is the official policy; after a gap the banks fill up again and the last frame before the gap
+  is kept instead of lost, which is what a robot stream that loses its target for a while needs.
 
 Compression works per spatial token on the adjacent pair of entries closest in L2:
 `drop` removes the later element (what the official code actually does), `merge` replaces the
@@ -24,6 +29,7 @@ import torch
 
 COMPRESSIONS = ("merge", "drop", "fifo")
 BANKS = ("dual", "source", "target")
+BANK_POLICIES = ("official", "fill")
 
 
 def closest_adjacent_pair(bank: torch.Tensor) -> torch.Tensor:
@@ -56,6 +62,38 @@ def compress(bank: torch.Tensor, strategy: str) -> tuple[torch.Tensor, torch.Ten
     return out, kstar
 
 
+@dataclass(frozen=True)
+class BankPolicy:
+    """When a processed frame enters the banks, and how many compressions follow (module docstring)."""
+
+    name: str
+    capacity: int
+
+    def __post_init__(self) -> None:
+        if self.name not in BANK_POLICIES:
+            raise ValueError(f"unknown bank policy {self.name!r}; expected one of {BANK_POLICIES}")
+        if self.capacity < 1:
+            raise ValueError(f"memory capacity must be >= 1, got {self.capacity}")
+
+    def rebuilds_window(self, stored: int) -> bool:
+        """Official Case A: with at most `capacity` frames stored, the banks are rebuilt as the index window."""
+        return self.name == "official" and stored <= self.capacity
+
+    def admits(self, frame: int, index: int) -> bool:
+        """Whether the newest stored `frame` enters the banks of frame `index` (official Case B: only t-1)."""
+        return self.name == "fill" or frame == index - 1
+
+    def compressions(self, length: int) -> int:
+        """Compressions after an append made the banks `length` long.
+
+        Official: exactly one. A single entry cannot be compressed (the official code raises there:
+        its per-token minimum runs over zero adjacent pairs), so it is kept. Fill: down to capacity.
+        """
+        if self.name == "official":
+            return 1 if length > 1 else 0
+        return max(0, length - self.capacity)
+
+
 @dataclass
 class FrameMemory:
     """What one processed frame leaves behind for later frames."""
@@ -81,11 +119,11 @@ class BankView:
 class DualMemory:
     """Source and target banks, plus the bounded store of recent frames for windows and pointers."""
 
-    def __init__(self, capacity: int = 6, compression: str = "drop", pointer_frames: int = 16) -> None:
-        if capacity < 1:
-            raise ValueError(f"memory capacity must be >= 1, got {capacity}")
+    def __init__(self, capacity: int = 6, compression: str = "drop", pointer_frames: int = 16,
+                 policy: str = "official") -> None:
         if compression not in COMPRESSIONS:
             raise ValueError(f"unknown compression {compression!r}; expected one of {COMPRESSIONS}")
+        self.policy = BankPolicy(policy, capacity)
         self.capacity = capacity
         self.compression = compression
         self.pointer_frames = pointer_frames
@@ -97,20 +135,22 @@ class DualMemory:
         self._recent: OrderedDict[int, FrameMemory] = OrderedDict()
         self._source: list[torch.Tensor] = []
         self._target: list[torch.Tensor] = []
+        self._newest: int | None = None  # the stored frame that has not entered the banks yet
         self.stored = 0  # frames stored since the last clear (S in the spec)
 
     def banks_for(self, index: int) -> BankView:
         """Build the banks frame `index` attends to, updating the carried compressed banks."""
-        if self.stored <= self.capacity:
+        newest, self._newest = self._newest, None
+        if self.policy.rebuilds_window(self.stored):
             window = [self._recent[j] for j in range(index - self.capacity, index) if j in self._recent]
             self._source = [m.source for m in window]
             self._target = [m.target for m in window]
             return BankView(list(self._source), list(self._target), None)
-        previous = self._recent.get(index - 1)
         kstar = None
-        if previous is not None:
-            self._source, k_src = self._append_compressed(self._source, previous.source)
-            self._target, k_tgt = self._append_compressed(self._target, previous.target)
+        if newest is not None and self.policy.admits(newest, index):
+            entry = self._recent[newest]
+            self._source, k_src = self._append_compressed(self._source, entry.source)
+            self._target, k_tgt = self._append_compressed(self._target, entry.target)
             kstar = None if k_src is None else (k_src, k_tgt)
         return BankView(list(self._source), list(self._target), kstar)
 
@@ -119,7 +159,7 @@ class DualMemory:
     ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         stacked = torch.stack([*bank, entry], dim=0)
         kstar = None
-        while stacked.shape[0] > self.capacity:
+        for _ in range(self.policy.compressions(stacked.shape[0])):
             stacked, kstar = compress(stacked, self.compression)
         return list(stacked.unbind(0)), kstar
 
@@ -141,6 +181,7 @@ class DualMemory:
     def store(self, index: int, memory: FrameMemory) -> None:
         """Keep a processed frame's memories; frames too old for any window or pointer are dropped."""
         self._recent[index] = memory
+        self._newest = index
         self.stored += 1
         while self._recent and next(iter(self._recent)) < index - self._history:
             self._recent.popitem(last=False)

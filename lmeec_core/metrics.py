@@ -299,16 +299,23 @@ class MetricAccumulator:
         self._pred_exists: list[bool] = []
 
     def add(
-        self, gt_mask: ArrayLike, pred_mask: ArrayLike, confidence: float | None = None
+        self,
+        gt_mask: ArrayLike,
+        pred_mask: ArrayLike,
+        confidence: float | None = None,
+        gt_exists: bool | None = None,
     ) -> FrameScores:
         """Score one frame. ``confidence`` defaults to ``existence_confidence(pred_mask)``.
 
         As in the official evaluation, IoU/CA/LE use the raw predicted mask even when the
         confidence says "absent"; the confidence only enters the balanced accuracy.
+        ``gt_exists`` defaults to "the GT mask is non-empty" (LM-EEC's ``compute_metrics.py``);
+        the EgoExo4D challenge scorer counts every frame that has a GT annotation, empty or not,
+        and then scores an empty GT too (IoU and CA 1 against an empty prediction, else 0).
         """
         g, p = _mask_pair(gt_mask, pred_mask)
         conf = _existence_confidence(p) if confidence is None else confidence
-        gt_exists = bool(g.any())
+        gt_exists = bool(g.any()) if gt_exists is None else gt_exists
         pred_exists = bool(conf > CONF_THRESH)
         self._gt_exists.append(gt_exists)
         self._pred_exists.append(pred_exists)

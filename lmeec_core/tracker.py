@@ -18,11 +18,28 @@ import torch
 from . import preprocess as pp
 from .errors import ConfigError, InputError, StateError
 from .inference import CorrespondenceEngine, Probe, no_probe
-from .memory import BANKS, COMPRESSIONS, BankView, DualMemory
+from .memory import BANK_POLICIES, BANKS, COMPRESSIONS, BankView, DualMemory
 from .model import LMEEC, MaskPrediction, ViewFeatures, build_preset, load_checkpoint
+from .model.hiera_windows import trunk_features
 
 VIEWS = ("ego", "exo")
 DTYPES = ("fp32", "bf16")
+# Speed-ups that change results by float rounding only (parity tolerances); OFFICIAL runs none of them.
+SPEEDUPS = (
+    "batch_views",  # both views through the image encoder as one batch
+    "unpadded_windows",  # Hiera's windowed attention without projecting the window padding
+)
+
+
+def parse_speedups(text: str) -> tuple[str, ...]:
+    """'all', 'none' or comma-separated names from SPEEDUPS (command-line and parameter spelling)."""
+    if text.strip() == "all":
+        return SPEEDUPS
+    names = tuple(name.strip() for name in text.split(",") if name.strip() and name.strip() != "none")
+    unknown = [name for name in names if name not in SPEEDUPS]
+    if unknown:
+        raise ConfigError(f"unknown speed-up(s) {unknown}; expected 'all', 'none' or names from {SPEEDUPS}")
+    return names
 
 
 @dataclass(frozen=True)
@@ -33,22 +50,27 @@ class TrackerConfig:
     dtype: str = "fp32"  # "bf16": autocast (CUDA, or CPU where supported)
     compression: str = "merge"  # "merge" (paper) | "drop" (official code) | "fifo"
     capacity: int = 6  # entries per memory bank (M)
+    bank_policy: str = "fill"  # "fill" (banks refill after skipped frames) | "official" (spec 3.2)
     banks: str = "dual"  # "dual" | "source" | "target"
     visibility_threshold: float = 0.5  # on Correspondence.score
     max_time_gap_s: float = 2.0  # stamps going backwards or jumping further reset the memory
     pointer_frames: int = 16  # SAM 2's min(num_frames, 16); the official protocol uses the take length
-    compile: bool = False  # torch.compile the image encoder
+    compile: bool = False  # torch.compile the image encoder's trunk
+    compile_backend: str = "inductor"  # torch.compile backend ("eager" only traces: a quick check of the path)
+    speedups: tuple[str, ...] = SPEEDUPS  # named numerics-changing speed-ups (float rounding only)
 
     def validate(self) -> "TrackerConfig":
         checks = [
             (self.dtype in DTYPES, f"dtype {self.dtype!r}; expected one of {DTYPES}"),
             (self.compression in COMPRESSIONS, f"compression {self.compression!r}; expected one of {COMPRESSIONS}"),
             (self.banks in BANKS, f"banks {self.banks!r}; expected one of {BANKS}"),
+            (self.bank_policy in BANK_POLICIES, f"bank_policy {self.bank_policy!r}; expected one of {BANK_POLICIES}"),
             (1 <= self.capacity <= 64, f"capacity {self.capacity}; expected 1..64"),
             (0.0 <= self.visibility_threshold <= 1.0,
              f"visibility_threshold {self.visibility_threshold}; expected 0..1"),
             (self.max_time_gap_s > 0, f"max_time_gap_s {self.max_time_gap_s}; expected > 0"),
             (self.pointer_frames >= 1, f"pointer_frames {self.pointer_frames}; expected >= 1"),
+            (set(self.speedups) <= set(SPEEDUPS), f"speedups {self.speedups}; expected names from {SPEEDUPS}"),
         ]
         for ok, text in checks:
             if not ok:
@@ -56,7 +78,8 @@ class TrackerConfig:
         return self
 
 
-OFFICIAL = TrackerConfig(compression="drop", capacity=6, banks="dual")
+OFFICIAL = TrackerConfig(compression="drop", capacity=6, banks="dual", bank_policy="official",
+                         speedups=())  # bit-compatible with the official code in fp32
 
 
 @dataclass
@@ -74,6 +97,10 @@ class Correspondence:
     timings_ms: dict[str, float] = field(default_factory=dict)
     memory_reset: bool = False  # this step reset the memory (time jump)
     skipped: bool = False  # no source object on this frame, nothing predicted (official protocol)
+    # Low-res logits [1, 1, h, w] (float32, on the tracker's device) that `mask` was thresholded from;
+    # None when nothing is visible. For masks at another size: the official tool thresholds them
+    # upsampled straight to the model's square (spec 2.8).
+    logits: torch.Tensor | None = None
 
 
 class _Timer:
@@ -105,8 +132,10 @@ class CorrespondenceTracker:
         self.device = torch.device(config.device)
         self.model = model.to(self.device).eval()
         if config.compile:
-            self.model.image_encoder.forward = torch.compile(self.model.image_encoder.forward, dynamic=False)
-        memory = DualMemory(config.capacity, config.compression, min(config.pointer_frames, model.max_obj_ptrs_in_encoder))
+            compiled = torch.compile(trunk_features, backend=config.compile_backend, dynamic=False)
+            self.model.trunk_features = compiled
+        memory = DualMemory(config.capacity, config.compression, min(config.pointer_frames, model.max_obj_ptrs_in_encoder),
+                            config.bank_policy)
         self.engine = CorrespondenceEngine(self.model, memory, config.banks, probe)
         self.probe = probe
         self._source_view: str | None = None
@@ -154,15 +183,25 @@ class CorrespondenceTracker:
             yield
 
     def _encode(self, images: dict[str, np.ndarray], timer: _Timer) -> dict[str, ViewFeatures]:
-        size = self.model.image_size
-        features = {}
+        """Each view's image encoded once: one batch of both with `batch_views`, else one by one."""
+        size, speedups = self.model.image_size, self.config.speedups
+        tensors = {}
         for view, image in images.items():
             with timer.stage("preprocess"):
-                tensor, resized = pp.image_to_tensor(image, size, self.device)
+                tensors[view], resized = pp.image_to_tensor(image, size, self.device)
             self.probe(f"{view}_resized", resized)
-            with timer.stage(f"encode_{view}"):
-                features[view] = self.model.encode_image(tensor)
-            self.probe(f"{view}_features", features[view])
+        unpadded = "unpadded_windows" in speedups
+        if "batch_views" in speedups:
+            with timer.stage("encode"):
+                batch = self.model.encode_image(torch.cat(list(tensors.values())), unpadded)
+                features = dict(zip(tensors, batch.split()))
+        else:
+            features = {}
+            for view, tensor in tensors.items():
+                with timer.stage(f"encode_{view}"):
+                    features[view] = self.model.encode_image(tensor, unpadded)
+        for view, feature in features.items():
+            self.probe(f"{view}_features", feature)
         return features
 
     def set_target(self, view: str, ego_image: np.ndarray, exo_image: np.ndarray, *,
@@ -268,9 +307,10 @@ class CorrespondenceTracker:
             score = float(torch.sigmoid(out.prediction.score_logit.float()).item())
             visible = score >= self.config.visibility_threshold
             tgt_shape = images[tgt_view].shape[:2]
-            mask = pp.logits_to_mask(out.prediction.low_res, tgt_shape) if visible else np.zeros(tgt_shape, bool)
+            logits = out.prediction.low_res.float() if visible else None
+            mask = pp.logits_to_mask(logits, tgt_shape) if visible else np.zeros(tgt_shape, bool)
         return Correspondence(self._index, src_view, tgt_view, mask, pp.bbox_of(mask), score, visible,
-                              source_mask, timer.done())
+                              source_mask, timer.done(), logits=logits)
 
     def _skipped(self, images: dict[str, np.ndarray], source_mask: np.ndarray, timer: _Timer,
                  memory_reset: bool) -> Correspondence:

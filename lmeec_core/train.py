@@ -42,6 +42,8 @@ from tqdm import tqdm
 
 from .data.clips import (DIRECTION_CHOICES, OBJECT_CHOICES, ClipBatch, ClipConfig, RoomRecipe, SyntheticClips,
                          TakeClips, collate_clips)
+from .contrastive import TrunkForward
+from .data.pairs import FramePairBatch, SyntheticFramePairs, collate_pairs
 from .errors import CheckpointError, ConfigError
 from .losses import LOSS_TERMS, LossAccumulator, LossWeights
 from .model import FORMAT, LMEEC, MaskPrediction, ViewFeatures, build_model, load_checkpoint, preset_config
@@ -50,6 +52,8 @@ from .prompt_sampling import sample_prompt
 
 log = logging.getLogger(__name__)
 
+STAGES = ("lmeec", "trunk")
+PROGRESS_KEYS = ("target_iou_train", "s16_top1")  # the figure the progress bar shows, per stage
 STATE_FORMAT = "lmeec_ros.train_state/1"
 STATE_FILE = "train_state.pt"
 MODEL_FILE = "model.pt"
@@ -70,6 +74,9 @@ class TrainConfig:
     """
 
     out_dir: str = _arg("runs/lmeec", "run folder: train_state.pt, model.pt, metrics.csv, tb/")
+    stage: str = _arg("lmeec", "lmeec: the LM-EEC clip training; trunk: only the image encoder, on single frame "
+                               "pairs with a dense cross-view contrastive loss (lmeec_core.contrastive), the "
+                               "first stage of a from-scratch model")
     preset: str = _arg("nano", "model preset when not initialising from a project checkpoint")
     image_size: int | None = _arg(None, "model input size (multiple of 32); default: the preset's")
     fusion: str | None = _arg(None, "moe | add | view | memory; default: moe, or the init checkpoint's")
@@ -84,10 +91,14 @@ class TrainConfig:
                                             "distances are normalised by it; default min(T, 16) as the "
                                             "official training, 16 matches the tracker")
     scenes: int = _arg(10_000, "synthetic: number of training rooms (seeds disjoint from held-out ones)")
+    frame_cache: str | None = _arg(None, "synthetic: read the rooms from this frame cache (written by `python -m "
+                                         "lmeec_core.data.frame_cache`) instead of rendering them")
     scene_frames: int = _arg(60, "synthetic: frames per room that clips are cut from")
     scene_fps: float = _arg(3.0, "synthetic: frame rate, i.e. 1/fps seconds between clip frames")
     objects: str = _arg("any", "synthetic: the object a clip follows: 'any' visible one (the prompt says which) "
                                "or always the room's 'target' (learnable without the prompt)")
+    objects_per_clip: int = _arg(1, "synthetic, objects 'any': follow up to this many distinct objects per clip, "
+                                    "each a batch row sharing the clip's image encodings")
     steps: int = _arg(1000, "optimiser steps")
     schedule_steps: int | None = _arg(None, "length of the warm-up + cosine schedule; default --steps. Give "
                                             "the final total to split one run into --resume sessions")
@@ -118,12 +129,15 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
+            (self.stage in STAGES, f"stage {self.stage!r}; expected one of {STAGES}"),
+            (self.stage != "trunk" or self.data == "synthetic",
+             "stage 'trunk' needs data 'synthetic' (it learns from the renderer's instance ids)"),
             (self.direction in DIRECTION_CHOICES, f"direction {self.direction!r}; expected one of {DIRECTION_CHOICES}"),
             (self.objects in OBJECT_CHOICES, f"objects {self.objects!r}; expected one of {OBJECT_CHOICES}"),
             (self.data == "synthetic" or Path(self.data).is_dir(),
              f"data {self.data!r}; expected 'synthetic' or a folder of processed takes"),
-            (self.clip_frames >= 1 and self.steps >= 1 and self.batch_size >= 1,
-             "clip_frames, steps and batch_size must be >= 1"),
+            (min(self.clip_frames, self.steps, self.batch_size, self.objects_per_clip) >= 1,
+             "clip_frames, steps, batch_size and objects_per_clip must be >= 1"),
             (self.memory_size >= 1, f"memory_size {self.memory_size}; expected >= 1"),
             (self.schedule_steps is None or self.schedule_steps >= self.steps,
              f"schedule_steps {self.schedule_steps}; expected at least steps ({self.steps})"),
@@ -151,10 +165,14 @@ def _tokens(memory_map: torch.Tensor) -> torch.Tensor:
     return memory_map.flatten(2).permute(2, 0, 1)
 
 
-def _frame_rows(view: ViewFeatures, t: int, batch: int) -> ViewFeatures:
-    """Frame t of views encoded frame-major as one [T*B] batch."""
-    rows = slice(t * batch, (t + 1) * batch)
-    return ViewFeatures(view.feat[:, rows], view.pos[:, rows], [h[rows] for h in view.high_res], view.size)
+def _select(view: ViewFeatures, index: torch.Tensor | slice) -> ViewFeatures:
+    """The batch rows `index` of encoded views."""
+    return ViewFeatures(view.feat[:, index], view.pos[:, index], [h[index] for h in view.high_res], view.size)
+
+
+def _frame_rows(view: ViewFeatures, t: int, rows: int) -> ViewFeatures:
+    """Frame t of views laid out frame-major as one [T*R] batch."""
+    return _select(view, slice(t * rows, (t + 1) * rows))
 
 
 @dataclass
@@ -188,21 +206,24 @@ class ClipForward(nn.Module):
         self.prompt_loss_weight = prompt_loss_weight
 
     def forward(self, batch: ClipBatch) -> dict[str, torch.Tensor]:
-        model, frames, size = self.model, batch.num_frames, batch.batch_size
-        source_all = model.encode_image(batch.source_images.flatten(0, 1))
+        model, frames, rows = self.model, batch.num_frames, batch.num_rows
+        source_all = model.encode_image(batch.source_images.flatten(0, 1))  # each image once, frame-major
         target_all = model.encode_image(batch.target_images.flatten(0, 1))
-        ones = torch.ones(frames * size, 1, device=batch.source_images.device)
-        source_maps, pos = model.encode_memory(source_all, batch.source_masks.flatten(0, 1), ones)
-        memory = _ClipMemory(source=list(_tokens(source_maps).split(size, dim=1)), pos=_tokens(pos)[:, :size])
-        losses = {name: LossAccumulator(size) for name in ("target", "source", "prompt")}
+        frame_base = torch.arange(frames, device=batch.row_clips.device)[:, None] * batch.num_clips
+        image_of_row = (frame_base + batch.row_clips[None]).flatten()  # [T*R]: image of object row r at frame t
+        source_rows, target_rows = _select(source_all, image_of_row), _select(target_all, image_of_row)
+        ones = torch.ones(frames * rows, 1, device=batch.source_images.device)
+        source_maps, pos = model.encode_memory(source_rows, batch.source_masks.flatten(0, 1), ones)
+        memory = _ClipMemory(source=list(_tokens(source_maps).split(rows, dim=1)), pos=_tokens(pos)[:, :rows])
+        losses = {name: LossAccumulator(rows) for name in ("target", "source", "prompt")}
         for t in range(frames):
-            target = _frame_rows(target_all, t, size)
+            target = _frame_rows(target_rows, t, rows)
             losses["target"].add(self._cross_view(t, target, memory), batch.target_masks[t])
             if self.source_loss_weight > 0:
-                source = _frame_rows(source_all, t, size)
+                source = _frame_rows(source_rows, t, rows)
                 losses["source"].add(self._track_source(t, source, memory), batch.source_masks[t])
         if self.prompt_loss_weight > 0:
-            first = _frame_rows(source_all, 0, size)
+            first = _frame_rows(source_rows, 0, rows)
             coords, labels = sample_prompt(batch.source_masks[0])
             losses["prompt"].add(model.segment_prompt(first, coords, labels), batch.source_masks[0])
         return self._outputs(losses)
@@ -367,30 +388,42 @@ def resolve_device(config: TrainConfig, procs: Processes) -> torch.device:
     return torch.device(config.device)
 
 
-def clip_loader(config: TrainConfig, image_size: int, procs: Processes, start_step: int) -> DataLoader:
-    """Clips for steps start_step..steps of this process; sample k of step s is item (s*world+rank)*B+k."""
-    clip = ClipConfig(image_size=image_size, num_frames=config.clip_frames, direction=config.direction,
-                      sample_seed=config.seed)
+def data_loader(config: TrainConfig, image_size: int, procs: Processes, start_step: int) -> DataLoader:
+    """Batches for steps start_step..steps of this process; sample k of step s is item (s*world+rank)*B+k.
+
+    Clips for the LM-EEC stage, single frame pairs for the trunk stage.
+    """
     per_step = config.batch_size
     length = config.steps * procs.world * per_step
-    if config.data == "synthetic":
-        rooms = RoomRecipe(num_scenes=config.scenes, scene_frames=config.scene_frames, fps=config.scene_fps,
-                           objects=config.objects)
-        dataset = SyntheticClips(clip, rooms, length)
+    rooms = RoomRecipe(num_scenes=config.scenes, scene_frames=config.scene_frames, fps=config.scene_fps,
+                       objects=config.objects, objects_per_clip=config.objects_per_clip, cache=config.frame_cache)
+    if config.stage == "trunk":
+        dataset, collate = SyntheticFramePairs(image_size, rooms, length, config.seed), collate_pairs
     else:
-        dataset = TakeClips(config.data, clip, length)
+        clip = ClipConfig(image_size=image_size, num_frames=config.clip_frames, direction=config.direction,
+                          sample_seed=config.seed)
+        collate = collate_clips
+        dataset = SyntheticClips(clip, rooms, length) if config.data == "synthetic" else TakeClips(config.data, clip,
+                                                                                                  length)
     items = [(s * procs.world + procs.rank) * per_step + k
              for s in range(start_step, config.steps) for k in range(per_step)]
-    return DataLoader(dataset, batch_size=per_step, sampler=items, collate_fn=collate_clips,
+    return DataLoader(dataset, batch_size=per_step, sampler=items, collate_fn=collate,
                       num_workers=config.num_workers)
 
 
-def save_state(path: Path, step: int, model: LMEEC, model_config: dict[str, Any], optimizer: torch.optim.Optimizer,
-               config: TrainConfig, elapsed_s: float) -> None:
-    """Everything needed to continue exactly: weights, optimiser moments, step, RNG, the run config."""
+def objective_parameters(objective: nn.Module) -> dict[str, nn.Parameter]:
+    """Trainable parameters of a stage's objective that are not the network's (e.g. projection heads)."""
+    return {name: p for name, p in objective.named_parameters() if not name.startswith("model.")}
+
+
+def save_state(path: Path, step: int, objective: nn.Module, model_config: dict[str, Any],
+               optimizer: torch.optim.Optimizer, config: TrainConfig, elapsed_s: float) -> None:
+    """Everything needed to continue exactly: weights (the network's and the objective's own), optimiser
+    moments, step, RNG, the run config."""
     state = {
         "format": STATE_FORMAT, "step": step, "elapsed_s": elapsed_s, "model_config": model_config,
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "train_config": asdict(config),
+        "model": objective.model.state_dict(), "optimizer": optimizer.state_dict(), "train_config": asdict(config),
+        "objective": {name: p.detach() for name, p in objective_parameters(objective).items()},
         "rng": torch.get_rng_state(),
     }
     tmp = path.with_suffix(".tmp")
@@ -399,22 +432,26 @@ def save_state(path: Path, step: int, model: LMEEC, model_config: dict[str, Any]
 
 
 # What runs saved before an option existed did, for comparing their config with a resumed one.
-BEFORE_OPTION = {"objects": "target"}
+BEFORE_OPTION = {"objects": "target", "stage": "lmeec", "objects_per_clip": 1}
 
 
-def load_state(path: Path, model: LMEEC, optimizer: torch.optim.Optimizer, config: TrainConfig) -> tuple[int, float]:
+def load_state(path: Path, objective: nn.Module, optimizer: torch.optim.Optimizer,
+               config: TrainConfig) -> tuple[int, float]:
     """Restore a training state written by `save_state`; returns (step, elapsed seconds)."""
     state = read_checkpoint_file(path)
     if state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not a training state ({STATE_FORMAT}); expected the file train() writes")
     saved = state["train_config"]
-    changed = [k for k in ("preset", "image_size", "fusion", "init", "data", "objects", "clip_frames", "batch_size",
-                           "seed")
+    changed = [k for k in ("stage", "preset", "image_size", "fusion", "init", "data", "objects", "objects_per_clip",
+                           "clip_frames", "batch_size", "seed")
                if saved.get(k, BEFORE_OPTION.get(k)) != getattr(config, k)]
     if changed:
         raise ConfigError(f"cannot resume {path}: {', '.join(changed)} differ from the saved run; "
                           "expected the same command line")
-    model.load_state_dict(state["model"])
+    objective.model.load_state_dict(state["model"])
+    with torch.no_grad():
+        for name, param in objective_parameters(objective).items():
+            param.copy_(state["objective"][name])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
     return int(state["step"]), float(state["elapsed_s"])
@@ -489,7 +526,8 @@ class _Run:
     device: torch.device
     model: LMEEC
     model_config: dict[str, Any]
-    step_fn: nn.Module
+    objective: nn.Module  # the stage's forward (ClipForward or TrunkForward)
+    step_fn: nn.Module  # the objective, wrapped for DDP when several processes train
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     start: int
@@ -509,15 +547,15 @@ def _set_up(config: TrainConfig) -> _Run:
     Path(config.out_dir).mkdir(parents=True, exist_ok=True)
     model, model_config = initial_model(config)
     model.to(device).train()
-    pointer_frames = config.pointer_frames or min(config.clip_frames, model.max_obj_ptrs_in_encoder)
-    forward = ClipForward(model, config.memory_size, pointer_frames, config.loss_weights, config.source_loss_weight,
-                          config.prompt_loss_weight)
-    step_fn = DistributedDataParallel(forward, find_unused_parameters=True) if procs.world > 1 else forward
-    optimizer = torch.optim.AdamW(param_groups(model, config))
+    objective = stage_objective(model, config).to(device)
+    step_fn = DistributedDataParallel(objective, find_unused_parameters=True) if procs.world > 1 else objective
+    own = list(objective_parameters(objective).values())
+    optimizer = torch.optim.AdamW(param_groups(model, config) + ([{"params": own, "lr": config.lr, "weight_decay": 0.0}]
+                                                                 if own else []))
     start, elapsed = 0, 0.0
     state_path = Path(config.out_dir) / STATE_FILE
     if config.resume and state_path.exists():
-        start, elapsed = load_state(state_path, model, optimizer, config)
+        start, elapsed = load_state(state_path, objective, optimizer, config)
         log.info("resumed %s at step %d", state_path, start)
     else:
         _seed_everything(config.seed, procs.rank)
@@ -525,16 +563,25 @@ def _set_up(config: TrainConfig) -> _Run:
             group["initial_lr"] = group["lr"]
     # initial_lr (the peak rate) travels in the optimizer state, so a resumed schedule continues at `start`.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config), last_epoch=start - 1)
-    return _Run(config, procs, device, model, model_config, step_fn, optimizer, scheduler, start, elapsed)
+    return _Run(config, procs, device, model, model_config, objective, step_fn, optimizer, scheduler, start, elapsed)
 
 
-def _optimise(run: _Run, batch: ClipBatch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def stage_objective(model: LMEEC, config: TrainConfig) -> nn.Module:
+    """The module whose forward turns a batch into the stage's losses."""
+    if config.stage == "trunk":
+        return TrunkForward(model)
+    pointer_frames = config.pointer_frames or min(config.clip_frames, model.max_obj_ptrs_in_encoder)
+    return ClipForward(model, config.memory_size, pointer_frames, config.loss_weights, config.source_loss_weight,
+                       config.prompt_loss_weight)
+
+
+def _optimise(run: _Run, batch: ClipBatch | FramePairBatch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """One step: forward under autocast (bf16 on CUDA), backward, clip, AdamW, schedule."""
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=run.device.type == "cuda"):
         out = run.step_fn(batch.to(run.device))
     run.optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
-    grad_norm = nn.utils.clip_grad_norm_(run.model.parameters(), run.config.grad_clip)
+    grad_norm = nn.utils.clip_grad_norm_(run.objective.parameters(), run.config.grad_clip)
     run.optimizer.step()
     run.scheduler.step()
     return out, grad_norm
@@ -555,19 +602,20 @@ def train(config: TrainConfig) -> Path:
     run = _set_up(config)
     main = run.procs.main
     metrics = MetricsLog(run.out_dir) if main else None
-    loader = clip_loader(config, run.model.image_size, run.procs, run.start)
+    loader = data_loader(config, run.model.image_size, run.procs, run.start)
     progress = tqdm(total=config.steps, initial=run.start, disable=not main, desc="train", unit="step")
     began = time.perf_counter() - run.elapsed_s
     for done, batch in enumerate(loader, start=run.start + 1):
         out, grad_norm = _optimise(run, batch)
         progress.update(1)
-        progress.set_postfix(loss=f"{out['loss'].item():.3f}", iou=f"{out['target_iou_train'].item():.2f}")
+        progress.set_postfix(loss=f"{out['loss'].item():.3f}",
+                             **{key: f"{out[key].item():.2f}" for key in PROGRESS_KEYS if key in out})
         last = done == config.steps
         if metrics and (done % config.log_every == 0 or last):
             metrics.write(done, {**_step_values(out, grad_norm, run.optimizer),
                                  "elapsed_s": time.perf_counter() - began})
         if main and (done % config.save_every == 0 or last):
-            save_state(run.out_dir / STATE_FILE, done, run.model, run.model_config, run.optimizer, config,
+            save_state(run.out_dir / STATE_FILE, done, run.objective, run.model_config, run.optimizer, config,
                        time.perf_counter() - began)
     progress.close()
     path = run.out_dir / MODEL_FILE

@@ -10,9 +10,10 @@ Two ways to pace it:
 Images are published as the bag's CDR bytes (no decoding), with `/clock` set to each message's record
 time so that a node with use_sim_time follows the bag's clock. Pairs are formed with the node's own
 rule (`lmeec_core.bag_eval.pair_by_stamp`), so a hook called on each pair, such as
-`TargetFromGroundTruth`, names the pairs the node holds. A hook may publish its pair again: DDS matches
-a new publisher on each side separately, so the node can miss the very first images although this
-side already counts its subscription.
+`TargetsFromGroundTruth`, names the pairs the node holds. In lockstep the hook runs once the node has
+answered the pair, so a target changed on it replaces one that already saw it, the same way on every
+run. A hook may publish its pair again: DDS matches a new publisher on each side separately, so the
+node can miss the very first images although this side already counts its subscription.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import importlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -29,6 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Point
 from rclpy.client import Client
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -36,10 +38,12 @@ from rosbags.rosbag2 import Reader
 from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Header
 
-from lmeec_core.bag_eval import QUEUE_SIZE, SLOP_S, BagTopics, Pair, ground_truth, pair_by_stamp
+from lmeec_core.bag_eval import QUEUE_SIZE, SLOP_S, BagTopics, ObjectTruth, Pair, pair_by_stamp
 from lmeec_core.data.bags import TYPESTORE
 from lmeec_core.errors import InputError
 from lmeec_core.sync import NS_PER_S
+from lmeec_core.target_schedule import Prompted, Schedule, TargetChange, prompt_as_json
+from lmeec_core.tracker import VIEWS
 from lmeec_ros.bag_record import RECORD_QOS
 from lmeec_ros.frame_pair import stamp_ns
 from lmeec_ros.image_codec import mask_to_image
@@ -261,9 +265,11 @@ class BagPlayer:
                 self._publish(max(pair.ego.record_ns, pair.exo.record_ns), pair.ego, pair.exo)
             self._monitor.published(pair)
             published.append(pair)
+            if self._locked():  # the pair's result under the current target, before the hook may change it
+                self._monitor.wait(pair, self.options.result_timeout_s)
             with self._pacer.paused():
                 self._on_pair(pair, partial(self._publish_again, pair))
-            if self._locked():
+            if self._locked():  # the result of a first target the hook has just set
                 self._monitor.wait(pair, self.options.result_timeout_s)
         if published and self._monitor.first_result_ns is not None:
             self._monitor.wait(published[-1], self.options.result_timeout_s)
@@ -306,17 +312,17 @@ class BagPlayer:
         self._stats.latencies_ms = list(self._monitor.latencies_ms)
 
 
-class TargetFromGroundTruth:
-    """An `on_pair` hook that marks the target as a person would, once: ~/set_target with the bag's GT
-    mask of `view` on the first pair where the target is visible in that view."""
+class TargetsFromGroundTruth:
+    """An `on_pair` hook that marks targets as a person would: for each change of a schedule, in order,
+    ~/set_target with the object's GT mask, box or click in its view, on the first pair from the
+    change's pair on where the object is visible there (see `lmeec_core.target_schedule`)."""
 
-    def __init__(self, node: Node, bag: str | Path, view: str, service: str = "/lmeec/set_target",
-                 topics: BagTopics = BagTopics(), timeout_s: float = 120.0) -> None:
-        self.view = view
+    def __init__(self, node: Node, bag: str | Path, changes: Sequence[TargetChange],
+                 service: str = "/lmeec/set_target", topics: BagTopics = BagTopics(), timeout_s: float = 120.0) -> None:
         self.timeout_s = timeout_s
-        self.answer: SetTarget.Response | None = None
-        self.stamp_ns: int | None = None  # of the `view` image the target was marked on
-        self._gt = ground_truth(bag, topics)
+        self.made: list[tuple[Prompted, SetTarget.Response]] = []  # each change made, with the node's answer
+        self._schedule = Schedule(changes, ObjectTruth(bag, topics))
+        self._pairs_seen = 0
         self._node = node
         self._client: Client = node.create_client(SetTarget, service)
 
@@ -324,15 +330,27 @@ class TargetFromGroundTruth:
         self._node.destroy_client(self._client)
 
     def __call__(self, pair: Pair[RawImage], republish: Callable[[], None]) -> None:
-        if self.answer is not None:
-            return
-        stamp = pair.stamp_of(self.view)
-        mask = self._gt.get(self.view, stamp)
-        if mask is None or not mask.any():
-            return
-        request = SetTarget.Request(view=self.view, stamp=ros_time(stamp),
-                                    mask=mask_to_image(mask, Header(stamp=ros_time(stamp))))
-        self.answer, self.stamp_ns = self._call_until_accepted(request, republish), stamp
+        index, self._pairs_seen = self._pairs_seen, self._pairs_seen + 1
+        prompted = self._schedule.due(index, {view: pair.stamp_of(view) for view in VIEWS})
+        if prompted is not None:
+            request = set_target_request(prompted.change.view, prompted.stamp_ns, prompted.prompt)
+            self.made.append((prompted, self._call_until_accepted(request, republish)))
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per change of the schedule, JSON-able: where it was made, the prompt given and the node's answer."""
+        figures = []
+        for index, change in enumerate(self._schedule.changes):
+            entry = {"view": change.view, "prompt": change.prompt, "object": change.object,
+                     "from_pair": change.from_pair}
+            if index < len(self.made):
+                prompted, answer = self.made[index]
+                entry.update(pair=prompted.pair, stamp_ns=prompted.stamp_ns, target_id=answer.target_id,
+                             answer=answer.message, **prompt_as_json(prompted.prompt))
+            else:
+                entry.update(pair=None, stamp_ns=None, target_id=0, answer=f"the object ({change.object}) was "
+                             f"never visible in {change.view} from pair {change.from_pair} on")
+            figures.append(entry)
+        return figures
 
     def _call_until_accepted(self, request: SetTarget.Request, republish: Callable[[], None]) -> SetTarget.Response:
         """The node may not hold the pair (still in flight, or lost before DDS matched): retry a refusal
@@ -348,6 +366,20 @@ class TargetFromGroundTruth:
                 raise RuntimeError(f"{self._client.service_name}: {answer.message}")
             republish()
             time.sleep(0.1)
+
+
+def set_target_request(view: str, stamp_ns: int, prompt: dict[str, Any]) -> SetTarget.Request:
+    """The ~/set_target request of a tracker prompt (`CorrespondenceTracker.set_target`'s mask, box or
+    points and labels) drawn on the `view` image stamped `stamp_ns`; `prompt.prompt_from_request` inverts it."""
+    request = SetTarget.Request(view=view, stamp=ros_time(stamp_ns))
+    if "mask" in prompt:
+        request.mask = mask_to_image(prompt["mask"], Header(stamp=request.stamp))
+    if "box" in prompt:
+        request.box = [float(v) for v in prompt["box"]]
+    if "points" in prompt:
+        request.points = [Point(x=float(x), y=float(y)) for x, y in prompt["points"]]
+        request.labels = [int(v) for v in prompt["labels"]]
+    return request
 
 
 def call_service(client: Client, request: Any, timeout_s: float) -> Any:

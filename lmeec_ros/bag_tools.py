@@ -1,8 +1,10 @@
 """`lmeec_bag`: replay a bag into the node, record its results, score them; for machines without `ros2 bag`.
 
     lmeec_bag replay scene/ --lockstep --set-target ego --record results/   # node running elsewhere
+    lmeec_bag replay scene/ --lockstep --set-target ego --retarget 40:ego:box:4 --record results/
     lmeec_bag record results/ --duration 60                                  # while something else plays
     lmeec_bag score results/ --gt scene/                                     # metrics JSON
+    lmeec_bag score results/ --gt scene/ --set-target ego --retarget 40:ego:box:4   # per target
 
 The commands join the ROS graph of the environment (ROS_DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE,
 FASTDDS_DEFAULT_PROFILES_FILE), like any ROS tool; start the node with `-p use_sim_time:=true` to
@@ -15,6 +17,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +28,9 @@ from rclpy.signals import SignalHandlerOptions
 
 from lmeec_core.bag_eval import BagTopics
 from lmeec_core.errors import LmeecError
+from lmeec_core.target_schedule import TargetChange
 from lmeec_ros.bag_record import OutputRecorder, output_topics
-from lmeec_ros.bag_replay import BagPlayer, ReplayOptions, TargetFromGroundTruth
+from lmeec_ros.bag_replay import BagPlayer, ReplayOptions, TargetsFromGroundTruth
 from lmeec_ros.bag_score import score_results
 from lmeec_ros.shutdown import stop_on_signals
 
@@ -74,10 +78,16 @@ class RosSession:
 
 def replay(session: RosSession, bag: Path, options: ReplayOptions, target_view: str | None = None,
            node_name: str = "/lmeec", record: Path | None = None, storage: str = "mcap",
-           wait_s: float = DISCOVERY_TIMEOUT_S) -> dict[str, Any]:
-    """Replay `bag` into the node, optionally marking the target from GT and recording the results."""
-    setter = (TargetFromGroundTruth(session.node, bag, target_view, f"{node_name}/set_target", options.topics)
-              if target_view else None)
+           wait_s: float = DISCOVERY_TIMEOUT_S, retargets: Sequence[TargetChange] = ()) -> dict[str, Any]:
+    """Replay `bag` into the node, optionally marking targets from GT and recording the results.
+
+    `target_view` marks the room's target with its GT mask in that view on its first visible pair;
+    `retargets` are the later ~/set_target calls, made in order (see `lmeec_core.target_schedule`).
+    The figures hold `target` (the first change) and, with retargets, `retargets`.
+    """
+    changes = schedule(target_view, retargets)
+    setter = (TargetsFromGroundTruth(session.node, bag, changes, f"{node_name}/set_target", options.topics)
+              if changes else None)
     player = BagPlayer(session.node, bag, options, on_pair=setter or (lambda pair, republish: None))
     recorder = OutputRecorder(session.node, record, output_topics(node_name), storage) if record else None
     try:
@@ -93,11 +103,18 @@ def replay(session: RosSession, bag: Path, options: ReplayOptions, target_view: 
         if setter is not None:
             setter.close()
     if setter is not None:
-        stats["target"] = {"view": target_view, "stamp_ns": setter.stamp_ns,
-                           "answer": setter.answer.message if setter.answer else "the target was never visible"}
+        first, *later = setter.summary()
+        stats["target"] = first
+        if later:
+            stats["retargets"] = later
     if recorded is not None:
         stats["recorded"] = {"bag": str(record), "messages": recorded}
     return stats
+
+
+def schedule(target_view: str | None, retargets: Sequence[TargetChange] = ()) -> list[TargetChange]:
+    """The target changes of `--set-target VIEW` (the room's target, by its GT mask) and `--retarget`."""
+    return ([TargetChange(target_view)] if target_view else []) + list(retargets)
 
 
 def _remap(item: str) -> tuple[str, str]:
@@ -109,7 +126,8 @@ def _remap(item: str) -> tuple[str, str]:
 
 
 def _topics(args: argparse.Namespace) -> BagTopics:
-    return BagTopics(args.ego_topic, args.exo_topic, args.ego_gt_topic, args.exo_gt_topic)
+    return BagTopics(args.ego_topic, args.exo_topic, args.ego_gt_topic, args.exo_gt_topic,
+                     args.ego_instances_topic, args.exo_instances_topic)
 
 
 def _replay_command(args: argparse.Namespace) -> dict[str, Any]:
@@ -119,7 +137,7 @@ def _replay_command(args: argparse.Namespace) -> dict[str, Any]:
                             result_timeout_s=args.result_timeout)
     with RosSession("lmeec_bag_replay") as session:
         return replay(session, Path(args.bag), options, args.set_target, args.node,
-                      Path(args.record) if args.record else None, args.storage, args.wait)
+                      Path(args.record) if args.record else None, args.storage, args.wait, args.retarget)
 
 
 def _record_command(args: argparse.Namespace) -> dict[str, Any]:
@@ -144,7 +162,8 @@ def _record_command(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _score_command(args: argparse.Namespace) -> dict[str, Any]:
-    figures = score_results(args.results, args.gt, f"{args.node.rstrip('/')}/correspondence", _topics(args))
+    figures = score_results(args.results, args.gt, f"{args.node.rstrip('/')}/correspondence", _topics(args),
+                            schedule=schedule(args.set_target, args.retarget))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     return figures
@@ -158,8 +177,37 @@ def _add_topic_options(p: argparse.ArgumentParser) -> None:
     defaults = BagTopics()
     p.add_argument("--ego-topic", default=defaults.ego_image, help="ego image topic in the bag")
     p.add_argument("--exo-topic", default=defaults.exo_image, help="exo image topic in the bag")
-    p.add_argument("--ego-gt-topic", default=defaults.ego_mask, help="ego GT mask topic in the bag")
-    p.add_argument("--exo-gt-topic", default=defaults.exo_mask, help="exo GT mask topic in the bag")
+    p.add_argument("--ego-gt-topic", default=defaults.ego_mask, help="ego GT mask topic (the target) in the bag")
+    p.add_argument("--exo-gt-topic", default=defaults.exo_mask, help="exo GT mask topic (the target) in the bag")
+    p.add_argument("--ego-instances-topic", default=defaults.ego_instances,
+                   help="ego GT instance-id topic in the bag (for --retarget of other objects)")
+    p.add_argument("--exo-instances-topic", default=defaults.exo_instances,
+                   help="exo GT instance-id topic in the bag")
+
+
+def _target_change(text: str) -> TargetChange:
+    try:
+        return TargetChange.parse(text)
+    except LmeecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+SCHEDULE_HELP = {
+    "replay": ("mark the room's target with its GT mask in this view on its first visible pair",
+               "then mark OBJECT (an instance id of the GT instance topics, or 'target') with its GT mask, box "
+               "or click (PROMPT: mask|box|click) in VIEW, on the first pair from index PAIR on where it is "
+               "visible there; repeat for more, in order (e.g. 40:ego:box:4)"),
+    "score": ("score per target: the replay marked the room's target first (--set-target of the replay)",
+              "score per target: a later change of the replay (its --retarget); the k-th new target id "
+              "of the results is the k-th change"),
+}
+
+
+def _add_schedule_options(p: argparse.ArgumentParser, command: str) -> None:
+    set_target, retarget = SCHEDULE_HELP[command]
+    p.add_argument("--set-target", choices=("ego", "exo"), help=set_target)
+    p.add_argument("--retarget", action="append", default=[], type=_target_change, metavar="PAIR:VIEW:PROMPT:OBJECT",
+                   help=retarget)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,8 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=1.0, help="bag seconds per wall second (default 1)")
     p.add_argument("--lockstep", action="store_true",
                    help="once results flow, publish each pair only after the previous one's result")
-    p.add_argument("--set-target", choices=("ego", "exo"),
-                   help="mark the target with the bag's GT mask of this view on its first visible pair")
+    _add_schedule_options(p, "replay")
     p.add_argument("--record", help="also record the node's results to this new bag")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     p.add_argument("--remap", action="append", default=[], type=_remap, metavar="FROM:=TO",
@@ -196,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", help="bag recorded by `record` or `replay --record`")
     p.add_argument("--gt", required=True, help="the bag that was replayed (with GT mask topics)")
     p.add_argument("--json", help="also write the figures to this file")
+    _add_schedule_options(p, "score")
     _add_node_option(p)
     _add_topic_options(p)
     p.set_defaults(handler=_score_command)

@@ -1,14 +1,18 @@
 """`lmeec_demo` (`make demo`): the whole product on one short recording, through the real node process.
 
 1. The recording: a synthetic held-out room (never trained on), rendered from a fixed recipe and
-   written as a rosbag2 MCAP with both cameras and their GT masks; made once, reused after.
+   written as a rosbag2 MCAP with both cameras, the target's GT masks, every object's instance ids
+   and the room's object catalogue; made once, reused after.
 2. The node: `lmeec_node` with the shipped nano checkpoint (lmeec_core/assets/nano.pt, else a
    random-weight model whose masks mean nothing), `use_sim_time`, on a private localhost DDS domain.
-3. The replay, in lockstep so every pair is processed and the figures do not depend on the machine;
-   the target is marked by a ~/set_target call with the ego GT mask on the first pair where it is
-   visible (a person's click), and the node finds it in the exo camera from then on.
-4. The node's results are recorded to a bag, scored against the GT topics (metrics.json), and drawn
-   (overlay.mp4, contact_sheet.png). The node is stopped with SIGINT so it frees its shared memory.
+3. The replay, in lockstep so every pair is processed and the figures do not depend on the machine.
+   Target 1: a ~/set_target call with the ego GT mask of the room's target on the first pair where it
+   is visible (a person's click). Target 2, from the middle of the recording: a second call marks
+   another object with its ego GT box (a person's drag): a table object that is neither the target
+   nor one of its look-alikes, so that the change can be seen. The node follows each in exo.
+4. The node's results are recorded to a bag, each scored against the GT of its own target's object
+   (metrics.json, per target and in total), and drawn (overlay.mp4, contact_sheet.png). The node is
+   stopped with SIGINT so it frees its shared memory.
 """
 from __future__ import annotations
 
@@ -26,13 +30,15 @@ from typing import Any
 import numpy as np
 
 import lmeec_core
-from lmeec_core.bag_eval import StampWindow, bag_pairs, count_messages, ground_truth
-from lmeec_core.data.bags import EGO_IMAGE_TOPIC, read_bag_images, write_scene_bag
+from lmeec_core.bag_eval import ObjectTruth, StampWindow, bag_pairs, count_messages
+from lmeec_core.data.bags import CAMERA_TOPICS, read_bag_images, read_scene_objects, write_scene_bag
 from lmeec_core.data.clips import held_out_scene_seeds
-from lmeec_core.data.synthetic import SceneConfig, render_scene
+from lmeec_core.data.synthetic import MIN_PROMPT_FRACTION, SceneConfig, object_catalogue, render_scene
+from lmeec_core.errors import InputError
+from lmeec_core.target_schedule import TARGET, TargetChange
 from lmeec_core.visualize import PROMPT_COLOUR, TARGET_COLOUR, contact_sheet, overlay, side_by_side, write_mp4
 from lmeec_ros.bag_replay import ReplayOptions
-from lmeec_ros.bag_score import read_results, score_results
+from lmeec_ros.bag_score import RecordedResult, read_results, score_results
 from lmeec_ros.bag_tools import RosSession, replay
 from lmeec_ros.local_ros import local_environment, pick_domain_id, start_node, stop_node, used_by_this_process
 
@@ -44,6 +50,8 @@ NODE_NAME = "/lmeec"
 NODE_START_TIMEOUT_S = 180.0  # model load on a busy 2-core machine
 SHEET_FRAMES, SHEET_COLUMNS = 9, 3
 SHEET_WIDTH = 1920  # about 3/4 of the video's size: one-pixel GT outlines stay visible
+RETARGET_PROMPT = "box"
+MOSTLY_SEEN = 0.5  # the second target must be in the exo view on more than this share of its pairs
 
 
 @dataclass(frozen=True)
@@ -78,20 +86,63 @@ class DemoPaths:
 
 
 def ensure_scene(path: Path, scene: SceneConfig) -> Path:
-    """The demo recording at `path`, rendered and written only if absent or of another length.
+    """The demo recording at `path`, rendered and written unless it is there already, of this length and
+    with what this version needs (instance topics, object catalogue); a previous version's is remade.
 
     It is written in a scratch folder first and moved into place, so an interrupted run never
     leaves a half-written bag that a later run would trust.
     """
-    if path.exists() and count_messages(path, EGO_IMAGE_TOPIC) == scene.num_frames:
+    objects = object_catalogue(scene)
+    if path.exists() and _holds(path, scene.num_frames, objects):
         return path
     scratch = path.parent / f".{path.name}.partial"
     for stale in (scratch, path):
         shutil.rmtree(stale, ignore_errors=True)
-    write_scene_bag(scratch / path.name, render_scene(scene))  # rosbags names the .mcap after its folder
+    # rosbags names the .mcap after its folder
+    write_scene_bag(scratch / path.name, render_scene(scene), objects=objects)
     (scratch / path.name).rename(path)
     scratch.rmdir()
     return path
+
+
+def _holds(bag: Path, frames: int, objects: dict[str, Any]) -> bool:
+    """Whether `bag` has `frames` messages on every camera topic and the object catalogue `objects`."""
+    topics = [topic for view_topics in CAMERA_TOPICS.values() for topic in view_topics]
+    return (all(count_messages(bag, topic) == frames for topic in topics)
+            and read_scene_objects(bag) == json.loads(json.dumps(objects)))
+
+
+def choose_retarget(bag: Path, from_pair: int) -> TargetChange:
+    """The demo's second target, drawn from the recording: a table object that is neither the room's
+    target nor a look-alike (so a viewer sees a different object), marked with its box in the source
+    view on the first pair from `from_pair` on where it covers enough of that view to be drawn around,
+    and in the target view on most pairs from there. Of those, the soonest, then the one most often
+    in the target view, then the largest; the same recording always gives the same choice."""
+    objects = read_scene_objects(bag)
+    candidates = [o["instance"] for name, o in objects.items()
+                  if o["on_table"] and name != TARGET and not name.startswith("lookalike")]
+    if not candidates:
+        raise InputError(f"recording {bag} names no table object besides the target and its look-alikes "
+                         f"(objects: {sorted(objects)}); expected a synthetic room with more table objects")
+    truth = ObjectTruth(bag)
+    cover: dict[int, list[tuple[float, bool]]] = {c: [] for c in candidates}  # per pair: source share, in target
+    for pair in bag_pairs(bag):
+        for c in candidates:
+            source = truth.get(SOURCE_VIEW, pair.stamp_of(SOURCE_VIEW), c)
+            target = truth.get(TARGET_VIEW, pair.stamp_of(TARGET_VIEW), c)
+            cover[c].append((float(source.mean()) if source is not None else 0.0,
+                             target is not None and bool(target.any())))
+    ranked = []
+    for c, per_pair in cover.items():
+        start = next((i for i in range(from_pair, len(per_pair))
+                      if per_pair[i][0] >= MIN_PROMPT_FRACTION[SOURCE_VIEW]), None)
+        if start is not None and (seen := np.mean([s for _, s in per_pair[start:]])) > MOSTLY_SEEN:
+            ranked.append((start, -seen, -per_pair[start][0], c))
+    if not ranked:
+        raise InputError(f"no table object of {bag} other than the target and its look-alikes is in {SOURCE_VIEW} "
+                         f"from pair {from_pair} on and then mostly in {TARGET_VIEW}; expected a longer recording")
+    start, _, _, instance = min(ranked)
+    return TargetChange(SOURCE_VIEW, RETARGET_PROMPT, instance, start)
 
 
 def default_checkpoint() -> Path | None:
@@ -99,18 +150,27 @@ def default_checkpoint() -> Path | None:
     return ASSET if ASSET.is_file() else None
 
 
+SHM_PREFIX = "/dev/shm/fastdds_"
+
+
 def _mapped_shm(pid: int) -> set[str]:
     """Fast DDS shared-memory files that process `pid` has mapped."""
     maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
-    return {line.split()[-1] for line in maps if line.split()[-1].startswith("/dev/shm/fastdds_")}
+    return {line.split()[-1] for line in maps if line.split()[-1].startswith(SHM_PREFIX)}
+
+
+def _existing_shm() -> set[str]:
+    return {str(p) for p in Path(SHM_PREFIX).parent.glob(Path(SHM_PREFIX).name + "*")}
 
 
 @contextmanager
 def node_process(env: dict[str, str], log_path: Path, checkpoint: Path | None) -> Iterator[dict[str, Any]]:
     """The real `lmeec_node` process for the block; yields a dict filled with how it ended.
 
-    Stopped with SIGINT, as a user would; the shared-memory files it had mapped and that still
-    exist afterwards are reported (Fast DDS removes them on a clean exit).
+    Stopped with SIGINT, as a user would; the shared-memory files it made and mapped that still
+    exist afterwards are reported (Fast DDS removes them on a clean exit). Files that were there
+    before it started are not its own: another process on the machine may hold them, or have left
+    them behind.
     """
     ros_args = ["-p", "use_sim_time:=true"]
     if checkpoint is not None:
@@ -118,18 +178,19 @@ def node_process(env: dict[str, str], log_path: Path, checkpoint: Path | None) -
     script = Path(sys.executable).parent / "lmeec_node"
     ending: dict[str, Any] = {"checkpoint": str(checkpoint) if checkpoint else None, "log": str(log_path)}
     with log_path.open("w") as log:
+        before = _existing_shm()
         proc = start_node(env, ros_args, log, console_script=script.exists())
         try:
             yield ending
         finally:
-            mapped = _mapped_shm(proc.pid) if proc.poll() is None else set()
+            mapped = _mapped_shm(proc.pid) - before if proc.poll() is None else set()
             ending["exit_code"] = stop_node(proc)
             ending["shm_files_left"] = sorted(p for p in mapped if Path(p).exists())
 
 
-def replay_through_node(paths: DemoPaths, checkpoint: Path | None, rate: float | None,
-                        domain_id: int) -> dict[str, Any]:
-    """Run the node, replay the scene into it with the target marked from GT, record its results."""
+def replay_through_node(paths: DemoPaths, checkpoint: Path | None, rate: float | None, domain_id: int,
+                        retarget: TargetChange) -> dict[str, Any]:
+    """Run the node, replay the scene into it with both targets marked from GT, record its results."""
     paths.ros.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(paths.outputs, ignore_errors=True)
     env = local_environment(paths.ros, domain_id)
@@ -138,7 +199,7 @@ def replay_through_node(paths: DemoPaths, checkpoint: Path | None, rate: float |
         with RosSession("lmeec_demo", domain_id) as session:
             try:
                 stats = replay(session, paths.scene, options, SOURCE_VIEW, NODE_NAME, paths.outputs,
-                               wait_s=NODE_START_TIMEOUT_S)
+                               wait_s=NODE_START_TIMEOUT_S, retargets=[retarget])
             except TimeoutError as exc:
                 raise TimeoutError(f"{exc}; node log {node['log']}:\n{_tail(Path(node['log']))}") from exc
     return {"replay": stats, "node": node}
@@ -148,26 +209,58 @@ def _tail(path: Path, lines: int = 20) -> str:
     return "\n".join(path.read_text().splitlines()[-lines:])
 
 
-def overlay_frames(scene: Path, outputs: Path, target_stamp_ns: int | None) -> Iterator[np.ndarray]:
-    """One side-by-side picture per pair: the source view with the given or tracked target mask,
-    the target view with the found mask, its box and the GT outline."""
-    gt = ground_truth(scene)
-    found = StampWindow((r.target_view, r.stamp_ns, r) for r in read_results(outputs, f"{NODE_NAME}/correspondence"))
+@dataclass(frozen=True)
+class GivenTarget:
+    """A target the replay gave the node: its id, the change that made it, where and with what."""
+
+    target_id: int
+    change: TargetChange
+    pair: int  # index of the pair it was given on
+    name: str  # the object's name in the recording's catalogue
+    box: tuple[int, int, int, int] | None  # the box drawn, for a box prompt
+
+    @property
+    def label(self) -> str:
+        return f"target {self.target_id} ({self.change.prompt})"
+
+
+def given_targets(replayed: dict[str, Any], changes: list[TargetChange], objects: dict[str, Any]) -> list[GivenTarget]:
+    """The targets the node accepted, from the replay's figures of each change in `changes`."""
+    names = {None: TARGET, **{o["instance"]: name for name, o in objects.items()}}
+    made = [replayed["target"], *replayed.get("retargets", [])]
+    return [GivenTarget(entry["target_id"], change, entry["pair"], names[change.instance],
+                        tuple(entry["box"]) if "box" in entry else None)
+            for entry, change in zip(made, changes, strict=True) if entry["target_id"]]
+
+
+def overlay_frames(scene: Path, outputs: Path, targets: list[GivenTarget]) -> Iterator[np.ndarray]:
+    """One side-by-side picture per pair: the source view with the given or tracked target mask (and
+    the box where one was given), the target view with the found mask, its box and the GT outline of
+    that target's object; each side says which target it shows."""
+    truth = ObjectTruth(scene)
+    by_id = {t.target_id: t for t in targets}
+    # On a re-target pair the node answers twice; the later answer (the new target) is the one kept.
+    found: StampWindow[RecordedResult] = StampWindow(
+        (r.target_view, r.stamp_ns, r) for r in read_results(outputs, f"{NODE_NAME}/correspondence"))
     tracked = StampWindow((SOURCE_VIEW, m.stamp_ns, m.image != 0)
                           for m in read_bag_images(outputs, [f"{NODE_NAME}/source_mask"]))
     for index, pair in enumerate(bag_pairs(scene)):
         source_ns, target_ns = pair.stamp_of(SOURCE_VIEW), pair.stamp_of(TARGET_VIEW)
         result = found.get(TARGET_VIEW, target_ns)
-        if result is None:
-            state, right = "no target yet", overlay(pair.of(TARGET_VIEW), None, gt=gt.get(TARGET_VIEW, target_ns),
-                                                    label=f"{TARGET_VIEW}: waiting")
-        else:
-            state = "target given (GT mask)" if source_ns == target_stamp_ns else "target tracked"
-            seen = "found" if result.visible else "not visible"
-            right = overlay(pair.of(TARGET_VIEW), result.mask, TARGET_COLOUR, result.bbox,
-                            gt.get(TARGET_VIEW, target_ns), f"{TARGET_VIEW}: {seen}, score {result.score:.2f}")
+        target = by_id.get(result.target_id) if result is not None else None
+        if target is None:
+            left = overlay(pair.of(SOURCE_VIEW), None, label=f"{SOURCE_VIEW} #{index}: no target yet")
+            right = overlay(pair.of(TARGET_VIEW), None, label=f"{TARGET_VIEW}: waiting")
+            yield side_by_side(left, right)
+            continue
+        given = index == target.pair
+        seen = "found" if result.visible else "not visible"
+        right = overlay(pair.of(TARGET_VIEW), result.mask, TARGET_COLOUR, result.bbox,
+                        truth.get(TARGET_VIEW, target_ns, target.change.instance),
+                        f"{TARGET_VIEW}: {target.label} {seen}, score {result.score:.2f}")
         left = overlay(pair.of(SOURCE_VIEW), tracked.get(SOURCE_VIEW, source_ns), PROMPT_COLOUR,
-                       label=f"{SOURCE_VIEW} #{index}: {state}")
+                       target.box if given else None,
+                       label=f"{SOURCE_VIEW} #{index}: {target.label} {'given' if given else 'tracked'}")
         yield side_by_side(left, right)
 
 
@@ -186,11 +279,13 @@ def write_pictures(frames: Iterable[np.ndarray], paths: DemoPaths, picks: set[in
         contact_sheet(picked, paths.sheet, columns=SHEET_COLUMNS, width=SHEET_WIDTH)
 
 
-def sheet_indices(pairs: int, first: int, count: int = SHEET_FRAMES) -> set[int]:
-    """`count` pair indices spread evenly from the first pair with a result to the last pair."""
-    if pairs <= first:
-        return set()
-    return {int(i) for i in np.linspace(first, pairs - 1, min(count, pairs - first)).round()}
+def sheet_indices(pairs: int, first: int, starts: Iterable[int] = (), count: int = SHEET_FRAMES) -> set[int]:
+    """About `count` pair indices spread evenly from the first pair with a result to the last pair,
+    always holding the pairs in `starts` (where a later target was given), so every target is shown."""
+    if pairs - first <= count:
+        return set(range(first, pairs))
+    later = {s for s in starts if first < s < pairs}
+    return {int(i) for i in np.linspace(first, pairs - 1, count - len(later)).round()} | later
 
 
 def run_demo(out: Path, frames: int = SCENE.num_frames, checkpoint: Path | None = None, rate: float | None = None,
@@ -200,12 +295,18 @@ def run_demo(out: Path, frames: int = SCENE.num_frames, checkpoint: Path | None 
     paths = DemoPaths(out)
     scene = replace(SCENE, num_frames=frames)
     ensure_scene(paths.scene, scene)
-    run = replay_through_node(paths, checkpoint, rate, domain_id or pick_domain_id())
-    scores = score_results(paths.outputs, paths.scene, f"{NODE_NAME}/correspondence")
+    retarget = choose_retarget(paths.scene, frames // 2)
+    run = replay_through_node(paths, checkpoint, rate, domain_id or pick_domain_id(), retarget)
     stats = run["replay"]
-    write_pictures(overlay_frames(paths.scene, paths.outputs, stats["target"]["stamp_ns"]), paths,
-                   sheet_indices(stats["pairs"], stats["pairs_before_first_result"]), scene.fps)
+    targets = given_targets(stats, [TargetChange(SOURCE_VIEW), retarget], read_scene_objects(paths.scene))
+    scores = score_results(paths.outputs, paths.scene, f"{NODE_NAME}/correspondence",
+                           targets={t.target_id: t.change for t in targets})
+    write_pictures(overlay_frames(paths.scene, paths.outputs, targets), paths,
+                   sheet_indices(stats["pairs"], stats["pairs_before_first_result"], [t.pair for t in targets[1:]]),
+                   scene.fps)
+    named = {t.target_id: {"name": t.name, "pair": t.pair} for t in targets}
     figures = {"direction": f"{SOURCE_VIEW}->{TARGET_VIEW}", "metrics": scores["metrics"],
+               "targets": [{**scored, **named[scored["target_id"]]} for scored in scores["targets"]],
                "scene": {"bag": str(paths.scene), **asdict(scene)}, **run,
                "files": {name: str(getattr(paths, name)) for name in ("metrics", "video", "sheet", "outputs")},
                "wall_s": round(time.monotonic() - started, 1)}
@@ -213,20 +314,27 @@ def run_demo(out: Path, frames: int = SCENE.num_frames, checkpoint: Path | None 
     return figures
 
 
+def _scores(m: dict[str, Any], results: str) -> str:
+    return (f"IoU {m['iou']:.3f}   LE {m['le']:.3f}   CA {m['ca']:.3f}   BA {m['ba']:.3f}   "
+            f"({m['n_frames']} {results}, {m['n_frames_with_gt']} with it in view)")
+
+
 def headline(figures: dict[str, Any]) -> str:
     """What the demo prints: where things are and the figures people look for first."""
-    m, r, node = figures["metrics"], figures["replay"], figures["node"]
+    r, node = figures["replay"], figures["node"]
     latency = (f"latency median {r['latency_ms_median']:.0f} ms, p95 {r['latency_ms_p95']:.0f} ms"
                if r["latency_ms_median"] is not None else "no latency measured")
     weights = node["checkpoint"] or "NONE: random weights, masks are meaningless (lmeec_core/assets/nano.pt missing)"
     files = figures["files"]
-    lines = [
-        f"LM-EEC demo, {figures['direction']}, checkpoint {weights}",
-        f"  IoU {m['iou']:.3f}   LE {m['le']:.3f}   CA {m['ca']:.3f}   BA {m['ba']:.3f}   "
-        f"({m['n_frames']} results scored, {m['n_frames_with_gt']} with the target in view)",
+    lines = [f"LM-EEC demo, {figures['direction']}, checkpoint {weights}"]
+    for t in figures["targets"]:
+        lines.append(f"  target {t['target_id']} ({t['prompt']}: {t['name']}) from pair {t['pair']}:  "
+                     + _scores(t["metrics"], "results"))
+    lines += [
+        f"  all targets:  {_scores(figures['metrics'], 'results scored')}",
         f"  pairs: {r['pairs']} replayed ({r['mode']}), {r['pairs_before_first_result']} before the target, "
         f"{r['results']} processed, {r['dropped']} dropped; {latency}",
-        f"  target: {r['target']['answer']}",
+        *(f"  set_target: {made['answer']}" for made in [r["target"], *r.get("retargets", [])]),
         f"  metrics   {files['metrics']}",
         f"  video     {files['video']}",
         f"  sheet     {files['sheet']}",

@@ -18,10 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-from lmeec_core.bag_eval import BagScore, StampWindow, evaluate_bag, ground_truth
+from lmeec_core.bag_eval import BagScore, StampWindow, bag_pairs, evaluate_bag, ground_truth
 from lmeec_core.data.bags import read_bag_images, write_scene_bag
 from lmeec_core.data.synthetic import SceneConfig, render_scene
+from lmeec_core.metrics import iou
 from lmeec_core.model import build_preset, preset_config, save_checkpoint
+from lmeec_core.preprocess import bbox_of
+from lmeec_core.target_schedule import TargetChange
 from lmeec_core.tracker import CorrespondenceTracker, TrackerConfig
 from ros_helpers import REPO, ROS_MISSING, NodeProcess
 
@@ -29,13 +32,15 @@ if not ROS_MISSING:
     from rosgraph_msgs.msg import Clock
     from std_srvs.srv import Trigger
 
-    from lmeec_ros.bag_replay import ReplayOptions, call_service, read_raw_images
-    from lmeec_ros.bag_score import score_results
+    from lmeec_ros.bag_replay import ReplayOptions, call_service, read_raw_images, set_target_request
+    from lmeec_ros.image_codec import image_to_mask
+    from lmeec_ros.bag_score import read_results, score_results
     from lmeec_ros.bag_tools import RosSession, replay
 
 SCENE = SceneConfig(seed=500_000, num_frames=8, ego_size=(128, 128), exo_size=(120, 160))
 MODEL_SEED = 4
 OFFLINE = TrackerConfig(visibility_threshold=0.0)  # the node's parameters below
+OTHER, RETARGET_PAIR = 4, 4  # a table object that is not the target, in ego on every pair; re-targeted here
 METRICS = ("iou", "ca", "le", "ba", "n_frames", "n_frames_with_gt", "results_without_gt")
 
 
@@ -133,6 +138,62 @@ def test_the_offline_path_scores_the_bag_like_the_replay_through_the_node(lockst
     # Same pairs, prompt, weights and tracker parameters: the same masks up to float noise.
     for key in ("iou", "ca", "le", "ba"):
         assert offline["metrics"][key] == pytest.approx(replayed[key], abs=0.01), key
+
+
+def test_a_retarget_reaches_the_node_and_the_results_follow_the_new_object_from_that_pair(bag, session, tmp_path,
+                                                                                       no_target_after):
+    _clear_target(session)  # the module's lockstep run leaves its target set until the module ends
+    results = tmp_path / "results"
+    retarget = TargetChange("ego", "box", OTHER, from_pair=RETARGET_PAIR)
+    stats = replay(session, bag, ReplayOptions(lockstep=True), "ego", record=results, wait_s=120,
+                   retargets=[retarget])
+    first, (second,) = stats["target"], stats["retargets"]
+    frames = list(render_scene(SCENE))
+    assert (first["pair"], first["prompt"], first["object"]) == (0, "mask", "target")
+    assert (second["pair"], second["prompt"], second["object"]) == (RETARGET_PAIR, "box", str(OTHER))
+    assert second["box"] == list(bbox_of(frames[RETARGET_PAIR].ego_instances == OTHER))
+    old, new = first["target_id"], second["target_id"]
+    assert new != old and second["answer"].startswith(f"target {new} set in ego (box ["), second
+    assert (stats["results"], stats["dropped"]) == (SCENE.num_frames, 0)
+
+    # In lockstep the node answers the re-target pair under the old target, then under the new one.
+    recorded = list(read_results(results))
+    exo_stamps = [pair.exo_stamp_ns for pair in bag_pairs(bag)]
+    assert [(r.target_id, exo_stamps.index(r.stamp_ns)) for r in recorded] == (
+        [(old, i) for i in range(RETARGET_PAIR + 1)] + [(new, i) for i in range(RETARGET_PAIR, SCENE.num_frames)])
+
+    figures = score_results(results, bag, targets={old: TargetChange("ego"), new: retarget})
+    scored = {t["target_id"]: t["metrics"] for t in figures["targets"]}
+    for target_id, instance in ((old, 1), (new, OTHER)):  # by hand: each against its own object's exo GT
+        mine = [(frames[exo_stamps.index(r.stamp_ns)].exo_instances == instance, r.mask)
+                for r in recorded if r.target_id == target_id]
+        assert scored[target_id]["n_frames"] == len(mine)
+        assert scored[target_id]["iou"] == pytest.approx(np.mean([iou(gt, mask) for gt, mask in mine]))
+    assert figures["metrics"]["n_frames"] == SCENE.num_frames + 1
+
+    # `lmeec_bag score` with the replay's options: the same figures, without the answers' target ids.
+    cli = subprocess.run([sys.executable, "-m", "lmeec_ros.bag_tools", "score", str(results), "--gt", str(bag),
+                          "--set-target", "ego", "--retarget", str(retarget)],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    by_cli = json.loads(cli.stdout)["targets"]
+    assert [t["target_id"] for t in by_cli] == [old, new]
+    for mine, theirs in zip(by_cli, figures["targets"], strict=True):
+        assert mine["metrics"] == pytest.approx(theirs["metrics"], nan_ok=True)
+
+
+def test_set_target_requests_carry_the_prompt_schedules_give():
+    mask = np.zeros((6, 8), bool)
+    mask[2:4, 3:7] = True
+    stamp_ns = 1_700_000_000_123_456_789
+    request = set_target_request("exo", stamp_ns, {"mask": mask})
+    assert (request.view, request.stamp.sec, request.stamp.nanosec) == ("exo", 1_700_000_000, 123_456_789)
+    np.testing.assert_array_equal(image_to_mask(request.mask), mask)
+    assert not len(request.box) and not request.points
+    box = set_target_request("ego", stamp_ns, {"box": (3, 2, 6, 3)})
+    assert list(box.box) == [3.0, 2.0, 6.0, 3.0] and box.mask.width == 0
+    click = set_target_request("ego", stamp_ns, {"points": [[5, 3]], "labels": [1]})
+    assert [(p.x, p.y) for p in click.points] == [(5.0, 3.0)] and list(click.labels) == [1]
 
 
 def test_paced_replay_drops_pairs_the_node_has_no_time_for_and_lockstep_none(bag, session, no_target_after):

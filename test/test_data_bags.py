@@ -1,4 +1,5 @@
-"""rosbag2 I/O with rosbags: exact pixels both storages, jittered stamps, record order, decoding."""
+"""rosbag2 I/O with rosbags: exact pixels both storages, jittered stamps, record order, decoding, the
+instance-id topics and the object catalogue."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,21 +7,24 @@ import pytest
 
 from lmeec_core.data.bags import (
     EGO_IMAGE_TOPIC,
+    EGO_INSTANCES_TOPIC,
     EGO_MASK_TOPIC,
     EXO_IMAGE_TOPIC,
+    EXO_INSTANCES_TOPIC,
     EXO_MASK_TOPIC,
     TYPESTORE,
     CameraTiming,
     decode_image,
     read_bag_images,
+    read_scene_objects,
     write_scene_bag,
 )
-from lmeec_core.data.synthetic import SceneConfig, render_scene
+from lmeec_core.data.synthetic import SceneConfig, object_catalogue, render_scene
 from lmeec_core.errors import InputError
 
 CONFIG = SceneConfig(seed=9, num_frames=6, ego_size=(48, 64), exo_size=(40, 56))
 TIMING = CameraTiming()
-TOPICS = (EGO_IMAGE_TOPIC, EGO_MASK_TOPIC, EXO_IMAGE_TOPIC, EXO_MASK_TOPIC)
+TOPICS = (EGO_IMAGE_TOPIC, EGO_MASK_TOPIC, EGO_INSTANCES_TOPIC, EXO_IMAGE_TOPIC, EXO_MASK_TOPIC, EXO_INSTANCES_TOPIC)
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +36,15 @@ def frames():
 def test_round_trip_is_exact(tmp_path, frames, storage):
     bag = write_scene_bag(tmp_path / "scene", frames, storage=storage)
     messages = list(read_bag_images(bag))
-    assert len(messages) == 4 * len(frames)
+    assert len(messages) == len(TOPICS) * len(frames)
     by_topic = {topic: [m for m in messages if m.topic == topic] for topic in TOPICS}
     for topic, field, scale in (
         (EGO_IMAGE_TOPIC, "ego_image", 1),
         (EXO_IMAGE_TOPIC, "exo_image", 1),
         (EGO_MASK_TOPIC, "ego_mask", 255),
         (EXO_MASK_TOPIC, "exo_mask", 255),
+        (EGO_INSTANCES_TOPIC, "ego_instances", 1),
+        (EXO_INSTANCES_TOPIC, "exo_instances", 1),
     ):
         assert len(by_topic[topic]) == len(frames)
         for message, frame in zip(by_topic[topic], frames):
@@ -48,8 +54,8 @@ def test_round_trip_is_exact(tmp_path, frames, storage):
 def test_stamps_are_jittered_per_camera_and_masks_share_them(tmp_path, frames):
     bag = write_scene_bag(tmp_path / "scene", frames)
     stamps = {topic: [m.stamp_ns for m in read_bag_images(bag, [topic])] for topic in TOPICS}
-    assert stamps[EGO_IMAGE_TOPIC] == stamps[EGO_MASK_TOPIC]
-    assert stamps[EXO_IMAGE_TOPIC] == stamps[EXO_MASK_TOPIC]
+    assert stamps[EGO_IMAGE_TOPIC] == stamps[EGO_MASK_TOPIC] == stamps[EGO_INSTANCES_TOPIC]
+    assert stamps[EXO_IMAGE_TOPIC] == stamps[EXO_MASK_TOPIC] == stamps[EXO_INSTANCES_TOPIC]
     nominal = np.array([TIMING.start_ns + round(f.stamp_s * 1e9) for f in frames])
     ego = np.array(stamps[EGO_IMAGE_TOPIC]) - nominal
     exo = np.array(stamps[EXO_IMAGE_TOPIC]) - nominal
@@ -72,6 +78,21 @@ def test_messages_come_in_record_order_after_their_stamps(tmp_path, frames):
     lo, hi = (round(d * 1e9) for d in TIMING.delay_s)
     for t, stamp in records:
         assert lo <= t - (stamp.sec * 10**9 + stamp.nanosec) <= hi
+
+
+def test_instance_images_name_every_object_of_the_catalogue_and_the_target_mask_is_its_first(tmp_path, frames):
+    objects = object_catalogue(CONFIG)
+    bag = write_scene_bag(tmp_path / "scene", frames, objects=objects)
+    assert read_scene_objects(bag) == objects
+    assert read_scene_objects(write_scene_bag(tmp_path / "plain", frames)) == {}  # a bag written without one
+    assert [name for name, o in objects.items() if o["on_table"]] == ["target", "lookalike_1", "lookalike_2",
+                                                                       "object_3", "object_4"]
+    masks = read_bag_images(bag, [EGO_MASK_TOPIC])
+    for instances, mask in zip(read_bag_images(bag, [EGO_INSTANCES_TOPIC]), masks, strict=True):
+        np.testing.assert_array_equal(instances.image == objects["target"]["instance"], mask.image == 255)
+    instances = read_bag_images(bag, [EGO_INSTANCES_TOPIC, EXO_INSTANCES_TOPIC])
+    seen = {int(i) for m in instances for i in np.unique(m.image)}
+    assert {o["instance"] for o in objects.values()} & seen - {objects["target"]["instance"]}  # other objects too
 
 
 def test_read_refusals(tmp_path, frames):

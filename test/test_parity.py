@@ -10,8 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bank_rules import official_banks
 from conftest import PARITY_FIXTURE, needs_shared
 from lmeec_core.cli import main
+from lmeec_core.data.takes import decode_mask, encode_mask
 from lmeec_core.errors import InputError
 from lmeec_core.parity import Fixture, run_parity
 from lmeec_core.tracker import OFFICIAL, CorrespondenceTracker
@@ -94,3 +96,68 @@ def test_streaming_tracker_reproduces_the_reference_at_camera_resolution():
         near_zero = np.abs(up[0, 0].numpy()) < 1e-3
         assert r.mask.shape == exo.shape[:2]
         assert ((r.mask == expected) | near_zero).all()
+
+
+def gap_fixture(root, blank: str, fill: dict[str, str]):
+    """A copy of the shared fixture (inputs only) whose source masks differ: frame `blank` is emptied in
+    both cameras, and camera `cam`'s frame 240 gets the mask of frame `fill[cam]`."""
+    root.mkdir()
+    for name in ("model.yaml", "checkpoint.pt", "frames"):
+        (root / name).symlink_to(PARITY_FIXTURE / name)
+    annotation = json.loads((PARITY_FIXTURE / "annotation.json").read_text())
+    for cam, frames in annotation["masks"]["object_a"].items():
+        frames[blank] = encode_mask(np.zeros(frames[blank]["size"], bool))
+        if cam in fill:
+            frames["240"] = frames[fill[cam]]
+    (root / "annotation.json").write_text(json.dumps(annotation))
+    return root
+
+
+@pytest.mark.parametrize("direction", ["ego2exo", "exo2ego"])
+def test_a_skip_among_the_first_seven_frames_gives_the_official_bank_sequence(tmp_path, direction, capsys):
+    """Spec 3.2: frame 90 (t=3) skipped, so the last window (t=7) holds five entries; from t=8 on each
+    step appends t-1 and compresses once: the banks stay at five (the issue: ours grew back to six)."""
+    fixture = gap_fixture(tmp_path / "fixture", blank="90", fill={"aria01_214-1": "210"})
+    assert main(["parity", str(fixture), "--direction", direction, "--out", str(tmp_path / "p.npz")]) == 0
+    capsys.readouterr()
+    ours = np.load(tmp_path / "p.npz")
+    frames = Fixture.read(fixture, direction).frames
+    processed = [bool(Fixture.read(fixture, direction).source_mask(f).any()) for f in frames]
+    assert processed == [t != 3 for t in range(10)]
+    steps = official_banks(processed, {t: float(t) for t in range(10)})
+    kp = min(len(frames), 16)  # pointers from the frames t-1 .. t-(Kp-1) that were processed (spec 2.4)
+    pointers = [4 * sum(1 for j in range(max(0, s.frame - kp + 1), s.frame) if processed[j]) for s in steps]
+    assert list(ours["processed_frame_index"]) == [s.frame for s in steps]
+    assert list(ours["bank_len"]) == [len(s.bank) for s in steps] == [0, 1, 2, 3, 4, 5, 5, 5, 5]
+    assert list(ours["num_ptr_tokens"]) == pointers
+    assert list(ours["compress_frame_index"]) == [s.frame for s in steps if s.kstar is not None] == [8, 9]
+    # The bank handed to the first compression: t=7's window {1, 2, 4, 5, 6} plus frame 7, exactly
+    # those frames' source memories, oldest first.
+    first = [s.frame for s in steps].index(8)
+    handed = steps[first - 1].bank + [7]
+    rows = [list(ours["processed_frame_index"]).index(f) for f in handed]
+    memories = ours["src_maskmem_features"][rows]
+    np.testing.assert_array_equal(ours["bank_src_before_first_compression"],
+                                  memories.reshape(len(rows), memories.shape[1], -1).transpose(0, 2, 1))
+
+
+def test_evaluate_official_square_writes_what_the_official_tool_wrote(tmp_path, capsys):
+    """`lmeec evaluate --protocol official --score-size 256` on the fixture's take: the frames and masks of
+    predictions.json are the RLE files the official tool wrote (tool_output/, 256x256: its model input)."""
+    take = tmp_path / "takes" / "take"
+    take.mkdir(parents=True)
+    for cam in ("aria01_214-1", "cam01"):
+        (take / cam).symlink_to(PARITY_FIXTURE / "frames" / cam)
+    shutil.copy(PARITY_FIXTURE / "annotation.json", take / "annotation.json")
+    out = tmp_path / "out"
+    assert main(["evaluate", str(take.parent), "--out", str(out), "--checkpoint", str(PARITY_FIXTURE / "checkpoint.pt"),
+                 "--config", str(PARITY_FIXTURE / "model.yaml"), "--protocol", "official", "--compression", "drop",
+                 "--bank-policy", "official", "--score-size", "256", "--no-plots", "--threads", "2"]) == 0
+    capsys.readouterr()
+    written = json.loads((out / "predictions.json").read_text())["ego-exo"]["results"]["take"]["masks"]["object_a"]
+    written = written["aria01_214-1_cam01"]
+    tool = {p.stem: json.loads(p.read_text()) for p in (PARITY_FIXTURE / "tool_output").glob("*.json")}
+    assert set(written) == set(tool)  # frame 240 (empty source mask) has no file in either
+    for frame, rle in tool.items():
+        np.testing.assert_array_equal(decode_mask(written[frame]["pred_mask"]), decode_mask(rle), err_msg=frame)
+        assert written[frame]["confidence"] == int(decode_mask(rle).sum() > 0.001 * 256 * 256)  # merge_results

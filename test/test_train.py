@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmeec_core.data.clips import (MIN_SOURCE_PIXELS, ClipConfig, RoomRecipe, SyntheticClips, TakeClips,
+from lmeec_core.data.clips import (MIN_SOURCE_PIXELS, Clip, ClipConfig, RoomRecipe, SyntheticClips, TakeClips,
                                    clip_from_frames, collate_clips, held_out_scene_seeds, train_scene_seeds,
                                    write_held_out_takes)
 from lmeec_core.data.scene_layout import TARGET_ID
@@ -197,7 +197,7 @@ def test_clips_from_processed_takes_match_the_rendered_frames(tmp_path):
     clips = TakeClips(tmp_path, ClipConfig(image_size=SIZE, num_frames=2, direction="exo2ego"), length=1)
     clip = clips[0]
     assert clip.direction == "exo2ego"
-    assert clip.source_images.shape == (2, 3, SIZE, SIZE) and clip.target_masks.shape == (2, 1, SIZE, SIZE)
+    assert clip.source_images.shape == (2, 3, SIZE, SIZE) and clip.target_masks.shape == (2, 1, 1, SIZE, SIZE)
     assert clip.source_masks[0].any()  # the clip starts where the source view shows the target
     with pytest.raises(ConfigError, match="no take"):
         TakeClips(tmp_path, ClipConfig(num_frames=4), length=1)
@@ -212,11 +212,12 @@ def test_synthetic_clips_follow_any_visible_object_or_only_the_target():
         for index in range(len(clips)):
             draw, frames = clips.draw(index)
             for frame in frames:
-                assert np.array_equal(frame.ego_mask, frame.ego_instances == draw.instance)
-                assert np.array_equal(frame.exo_mask, frame.exo_instances == draw.instance)
-            assert frames[0].ego_mask.sum() >= MIN_SOURCE_PIXELS   # visible where the prompt is given
-            assert torch.equal(clips[index].source_masks, clip_from_frames(frames, "ego2exo", SIZE).source_masks)
-            followed.append(draw.instance)
+                assert np.array_equal(frame.ego_mask, frame.ego_instances == TARGET_ID)  # the room's target
+            (instance,) = draw.instances
+            assert (frames[0].ego_instances == instance).sum() >= MIN_SOURCE_PIXELS   # visible where prompted
+            own = [frame.of_object(instance) for frame in frames]
+            assert torch.equal(clips[index].source_masks, clip_from_frames([own], "ego2exo", SIZE).source_masks)
+            followed.append(instance)
         return followed
 
     assert set(draws("target")) == {TARGET_ID}
@@ -246,3 +247,34 @@ def test_the_shipped_nano_checkpoint_matches_its_record():
     model, report = load_checkpoint(assets / "nano.pt")
     assert report.kind == "lmeec_ros" and model.fusion == "moe" and model.image_size == record["model"]["image_size"]
     assert {"ego2exo", "exo2ego"} == set(record["held_out"]["results"])
+
+
+def test_clips_can_follow_several_objects_that_share_the_images():
+    one, three = (SyntheticClips(ClipConfig(image_size=SIZE, num_frames=2, direction="exo2ego"),
+                                 RoomRecipe(num_scenes=10, scene_frames=6, objects_per_clip=k), 4) for k in (1, 3))
+    for index in range(4):
+        draw, frames = three.draw(index)
+        assert len(set(draw.instances)) == len(draw.instances) >= 2
+        assert draw.instances[0] == one.draw(index)[0].instances[0]  # the first object's stream is unchanged
+        clip = three[index]
+        assert clip.target_masks.shape == (2, len(draw.instances), 1, SIZE, SIZE)
+        for k, instance in enumerate(draw.instances):
+            alone = clip_from_frames([[f.of_object(instance) for f in frames]], "exo2ego", SIZE)
+            assert torch.equal(clip.source_masks[:, k], alone.source_masks[:, 0])
+            assert torch.equal(clip.target_images, alone.target_images)
+
+
+def test_objects_of_one_clip_are_independent_rows():
+    """A batch of K objects over one clip's images gives each object the loss it gets alone."""
+    model = build_preset("nano", image_size=SIZE, seed=0).eval()  # no dropout: rows must match exactly
+    step = ClipForward(model, memory_size=6, pointer_frames=3, weights=TrainConfig().loss_weights,
+                       source_loss_weight=1.0)
+    clips = SyntheticClips(ClipConfig(image_size=SIZE, num_frames=3, direction="ego2exo"),
+                           RoomRecipe(num_scenes=10, scene_frames=6, objects_per_clip=3), 1)
+    clip = clips[0]
+    rows = clip.source_masks.shape[1]
+    together = step(collate_clips([clip]))
+    alone = [step(collate_clips([Clip(clip.source_images, clip.target_images, clip.source_masks[:, k:k + 1],
+                                      clip.target_masks[:, k:k + 1], clip.direction)])) for k in range(rows)]
+    for name in ("target_mask", "target_dice", "target_score", "source_mask", "loss"):
+        assert together[name].item() == pytest.approx(np.mean([a[name].item() for a in alone]), rel=1e-4), name

@@ -4,14 +4,17 @@ Uses the pure-Python `rosbags` package only, so bags are written and read withou
 and lmeec_core never imports rclpy. Written bags look like a real two-camera recording: each camera
 stamps its own frames (independent jitter, the exo camera a little offset from the ego one), so
 exact-stamp pairing fails and approximate-time pairing is needed, and each message is recorded a
-few milliseconds after its stamp.
+few milliseconds after its stamp. Besides the target's GT masks a bag carries per-camera instance-id
+images and the room's object catalogue (bag metadata), so that any object can be marked and scored.
 """
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator
+import json
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -26,6 +29,13 @@ EGO_IMAGE_TOPIC = "/ego/image_raw"
 EXO_IMAGE_TOPIC = "/exo/image_raw"
 EGO_MASK_TOPIC = "/ego/gt_mask"
 EXO_MASK_TOPIC = "/exo/gt_mask"
+EGO_INSTANCES_TOPIC = "/ego/gt_instances"  # mono8, pixel = instance id (see synthetic.object_names), 0 = none
+EXO_INSTANCES_TOPIC = "/exo/gt_instances"
+CAMERA_TOPICS = {  # view -> (image, GT mask of the target, GT instance ids), as written
+    "ego": (EGO_IMAGE_TOPIC, EGO_MASK_TOPIC, EGO_INSTANCES_TOPIC),
+    "exo": (EXO_IMAGE_TOPIC, EXO_MASK_TOPIC, EXO_INSTANCES_TOPIC),
+}
+OBJECTS_KEY = "lmeec.objects"  # metadata custom_data: JSON {name: {"instance": id, "on_table": bool}}
 FRAME_IDS = {"ego": "ego_camera", "exo": "exo_camera"}
 IMAGE_MSGTYPE = "sensor_msgs/msg/Image"
 BAG_VERSION = 9  # rosbag2 metadata version of Jazzy and Kilted
@@ -68,8 +78,11 @@ def write_scene_bag(
     *,
     storage: Literal["mcap", "sqlite3"] = "mcap",
     timing: CameraTiming = CameraTiming(),
+    objects: Mapping[str, Mapping[str, int | bool]] | None = None,
 ) -> Path:
-    """Record synthetic frames as a rosbag2: images (rgb8) and GT masks (mono8 0/255) of both cameras.
+    """Record synthetic frames as a rosbag2: images (rgb8), the target's GT masks (mono8 0/255) and the
+    instance-id images (mono8) of both cameras; `objects` (see `synthetic.object_catalogue`) goes to
+    the bag's metadata.
 
     A mask carries the same header stamp as its image. Messages are written in record-time order,
     which is what `ros2 bag play` replays.
@@ -84,24 +97,27 @@ def write_scene_bag(
     sequence = itertools.count()
     lead_ns = int((timing.jitter_s + abs(timing.exo_offset_s)) * 1e9)
     with Writer(path, version=BAG_VERSION, storage_plugin=STORAGES[storage]) as writer:
+        if objects is not None:
+            writer.set_custom_data(OBJECTS_KEY, json.dumps(objects))
         connections = {
             topic: writer.add_connection(topic, IMAGE_MSGTYPE, typestore=TYPESTORE)
-            for topic in (EGO_IMAGE_TOPIC, EGO_MASK_TOPIC, EXO_IMAGE_TOPIC, EXO_MASK_TOPIC)
+            for topics in CAMERA_TOPICS.values() for topic in topics
         }
         for frame in frames:
             nominal_ns = timing.start_ns + round(frame.stamp_s * 1e9)
-            for view, image, mask, topics in (
-                ("ego", frame.ego_image, frame.ego_mask, (EGO_IMAGE_TOPIC, EGO_MASK_TOPIC)),
-                ("exo", frame.exo_image, frame.exo_mask, (EXO_IMAGE_TOPIC, EXO_MASK_TOPIC)),
-            ):
+            for view, (image_topic, mask_topic, instances_topic) in CAMERA_TOPICS.items():
                 offset_s = timing.exo_offset_s if view == "exo" else 0.0
                 jitter_s = rng.uniform(-timing.jitter_s, timing.jitter_s)
                 stamp_ns = nominal_ns + round((offset_s + jitter_s) * 1e9)
-                for topic, array, encoding in ((topics[0], image, "rgb8"), (topics[1], mask, "mono8")):
-                    pixels = array.astype(np.uint8) * 255 if encoding == "mono8" else array
-                    cdr = _serialize_image(pixels, encoding, stamp_ns, FRAME_IDS[view])
+                serialized = partial(_serialize_image, stamp_ns=stamp_ns, frame_id=FRAME_IDS[view])
+                image = serialized(getattr(frame, f"{view}_image"), "rgb8")
+                mask = serialized(getattr(frame, f"{view}_mask").astype(np.uint8) * 255, "mono8")
+                instances = serialized(getattr(frame, f"{view}_instances"), "mono8")
+                # One record time for the image, one for its ground truth (mask and instances together).
+                for messages in (((image_topic, image),), ((mask_topic, mask), (instances_topic, instances))):
                     record_ns = stamp_ns + round(rng.uniform(*timing.delay_s) * 1e9)
-                    heapq.heappush(pending, (record_ns, next(sequence), topic, cdr))
+                    for topic, cdr in messages:
+                        heapq.heappush(pending, (record_ns, next(sequence), topic, cdr))
             # Later frames cannot be recorded before this frame's earliest possible stamp.
             while pending and pending[0][0] < nominal_ns - lead_ns:
                 _write(writer, connections, heapq.heappop(pending))
@@ -131,16 +147,30 @@ def _serialize_image(pixels: np.ndarray, encoding: str, stamp_ns: int, frame_id:
     return bytes(TYPESTORE.serialize_cdr(message, IMAGE_MSGTYPE))
 
 
+def _reader(path: str | Path) -> Reader:
+    """A reader of the bag at `path`, to open with `with`; InputError when there is none."""
+    if not Path(path).exists():
+        raise InputError(f"bag {path} does not exist; expected a rosbag2 folder or .mcap/.db3 file")
+    return Reader(Path(path))
+
+
+def read_scene_objects(path: str | Path) -> dict[str, dict[str, int | bool]]:
+    """The object catalogue a bag was written with (`write_scene_bag`'s `objects`); empty when it has none.
+
+    It lives in the folder's metadata.yaml (rosbag2's `custom_data`), so a bare .mcap/.db3 file has none.
+    """
+    with _reader(path) as reader:
+        text = (reader.storage.metadata.custom or {}).get(OBJECTS_KEY)
+    return json.loads(text) if text else {}
+
+
 def read_bag_images(path: str | Path, topics: Iterable[str] | None = None) -> Iterator[BagImage]:
     """Yield the images of `topics` (all Image topics when None) in record order, decoded.
 
     Colour images come back RGB whatever their encoding (rgb8, bgr8, rgba8, bgra8), mono8 as
     [H, W]; row padding (`step`) is honoured.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"bag {path} does not exist; expected a rosbag2 folder or .mcap/.db3 file")
-    with Reader(path) as reader:
+    with _reader(path) as reader:
         available = {c.topic: c for c in reader.connections}
         if topics is None:
             topics = [t for t, c in available.items() if c.msgtype == IMAGE_MSGTYPE]

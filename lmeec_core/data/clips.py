@@ -1,8 +1,11 @@
-"""Training clips: T consecutive frame pairs of one target, cut into source and target roles.
+"""Training clips: T consecutive frame pairs of one or more objects, cut into source and target roles.
 
 A clip holds both views resized to the square model input exactly as the tracker preprocesses
 them (`lmeec_core.preprocess`), so the network sees the same pixels in training and at inference.
 "ego"/"exo" are cameras; "source"/"target" are roles: Ego->Exo takes the ego camera as the source.
+A synthetic clip can follow K objects of its room at once (`RoomRecipe.objects_per_clip`): the
+images are encoded once per step and each object is one row of the batch from there on, as the
+tracker's targets share one encoding per frame pair.
 
 Both sources (synthetic rooms rendered on demand, processed takes on disk) are map-style datasets
 whose item i is a pure function of (sample seed, i): a run is reproducible from its command line,
@@ -23,6 +26,7 @@ from torch.utils.data import Dataset
 
 from .. import preprocess as pp
 from ..errors import ConfigError
+from .frame_cache import CachedRoom, FrameCache
 from .scene_layout import TARGET_ID
 from .synthetic import SceneConfig, SyntheticFrame, SyntheticScene, object_names, render_scene
 from .takes import Take, list_takes, open_take, write_take
@@ -64,7 +68,8 @@ class FramePair(Protocol):
 
 @dataclass
 class Clip:
-    """One training sample, model-ready: images [T, 3, S, S] normalised, masks [T, 1, S, S] in {0, 1}."""
+    """One training sample, model-ready: images [T, 3, S, S] normalised, masks [T, K, 1, S, S] in {0, 1}
+    (K objects followed through the same frames)."""
 
     source_images: torch.Tensor
     target_images: torch.Tensor
@@ -75,43 +80,56 @@ class Clip:
 
 @dataclass
 class ClipBatch:
-    """B clips stacked frame-major: images [T, B, 3, S, S], masks [T, B, 1, S, S]."""
+    """B clips stacked frame-major: images [T, B, 3, S, S]; their R objects as rows: masks [T, R, 1, S, S]
+    and `row_clips` [R], the clip (image column) each row belongs to."""
 
     source_images: torch.Tensor
     target_images: torch.Tensor
     source_masks: torch.Tensor
     target_masks: torch.Tensor
+    row_clips: torch.Tensor
 
     @property
     def num_frames(self) -> int:
         return self.source_images.shape[0]
 
     @property
-    def batch_size(self) -> int:
+    def num_clips(self) -> int:
         return self.source_images.shape[1]
+
+    @property
+    def num_rows(self) -> int:
+        return self.source_masks.shape[1]
 
     def to(self, device: torch.device) -> "ClipBatch":
         return ClipBatch(*(getattr(self, name).to(device, non_blocking=True) for name in _BATCH_FIELDS))
 
 
-_BATCH_FIELDS = ("source_images", "target_images", "source_masks", "target_masks")
+_BATCH_FIELDS = ("source_images", "target_images", "source_masks", "target_masks", "row_clips")
 
 
 def collate_clips(clips: Sequence[Clip]) -> ClipBatch:
-    """DataLoader collate function: stack clips along a new batch dimension 1."""
-    return ClipBatch(*(torch.stack([getattr(c, name) for c in clips], dim=1) for name in _BATCH_FIELDS))
+    """DataLoader collate function: clips along a new dimension 1, their objects as rows."""
+    images = [torch.stack([getattr(c, name) for c in clips], dim=1) for name in ("source_images", "target_images")]
+    masks = [torch.cat([getattr(c, name) for c in clips], dim=1) for name in ("source_masks", "target_masks")]
+    row_clips = torch.cat([torch.full((c.source_masks.shape[1],), b) for b, c in enumerate(clips)])
+    return ClipBatch(*images, *masks, row_clips)
 
 
-def clip_from_frames(frames: Sequence[FramePair], direction: str, image_size: int) -> Clip:
-    """Preprocess frame pairs into a clip with the given direction (tracker preprocessing)."""
+def clip_from_frames(objects: Sequence[Sequence[FramePair]], direction: str, image_size: int) -> Clip:
+    """Preprocess frame pairs into a clip with the given direction (tracker preprocessing).
+
+    `objects[k]` are the clip's frames with object k's masks; every object shows the same images.
+    """
     source, target = source_and_target(direction)
     cpu = torch.device("cpu")
 
     def images(view: str) -> torch.Tensor:
-        return torch.cat([pp.image_to_tensor(getattr(f, f"{view}_image"), image_size, cpu)[0] for f in frames])
+        return torch.cat([pp.image_to_tensor(getattr(f, f"{view}_image"), image_size, cpu)[0] for f in objects[0]])
 
     def masks(view: str) -> torch.Tensor:
-        return torch.cat([pp.mask_to_tensor(getattr(f, f"{view}_mask"), image_size, cpu) for f in frames])
+        return torch.stack([torch.cat([pp.mask_to_tensor(getattr(f, f"{view}_mask"), image_size, cpu) for f in frames])
+                            for frames in objects], dim=1)
 
     return Clip(images(source), images(target), masks(source), masks(target), direction)
 
@@ -149,16 +167,41 @@ class RoomRecipe:
     scene_frames: int = 60  # frames per room that clip starts are drawn from
     fps: float = 3.0  # 1/fps seconds between consecutive clip frames
     objects: str = "any"
+    objects_per_clip: int = 1  # "any": up to this many distinct visible objects, each a row of the batch
+    cache: str | None = None  # a frame cache folder (lmeec_core.data.frame_cache): its rooms, not rendered ones
 
     def __post_init__(self) -> None:
-        if self.num_scenes < 1 or self.scene_frames < 1 or self.fps <= 0:
-            raise ConfigError(f"room recipe {self}; expected num_scenes, scene_frames >= 1 and fps > 0")
+        if self.num_scenes < 1 or self.scene_frames < 1 or self.fps <= 0 or self.objects_per_clip < 1:
+            raise ConfigError(f"room recipe {self}; expected num_scenes, scene_frames, objects_per_clip >= 1 "
+                              "and fps > 0")
         if self.objects not in OBJECT_CHOICES:
             raise ConfigError(f"objects {self.objects!r}; expected one of {OBJECT_CHOICES}")
 
     def scene(self, seed: int, num_frames: int | None = None) -> SceneConfig:
         """The room of `seed` at this frame rate (default camera sizes)."""
         return replace(SceneConfig(seed=seed), num_frames=num_frames or self.scene_frames, fps=self.fps)
+
+
+class TrainingRooms:
+    """The rooms of a recipe: the first `num_scenes` training seeds rendered on demand, or a cache's rooms."""
+
+    def __init__(self, recipe: RoomRecipe) -> None:
+        self.recipe = recipe
+        self.cache = FrameCache(recipe.cache) if recipe.cache else None
+        if self.cache is None:
+            self.seeds: Sequence[int] = train_scene_seeds(recipe.num_scenes)
+            return
+        if self.cache.fps != recipe.fps or self.cache.frames < recipe.scene_frames:
+            raise ConfigError(f"frame cache {recipe.cache} has {self.cache.frames} frames per room at "
+                              f"{self.cache.fps} fps; expected at least {recipe.scene_frames} at {recipe.fps}")
+        if min(self.cache.seeds) < TRAIN_SEED_BASE:
+            raise ConfigError(f"frame cache {recipe.cache} holds rooms below seed {TRAIN_SEED_BASE}, which may be "
+                              "held-out rooms; expected training rooms only")
+        self.seeds = self.cache.seeds[:recipe.num_scenes]
+
+    def open(self, seed: int) -> SyntheticScene | CachedRoom:
+        """Room `seed`, whose `frame(k)` renders or reads frame k."""
+        return self.cache.room(seed) if self.cache else SyntheticScene(self.recipe.scene(seed))
 
 
 def _visible_start(available: int, clip: ClipConfig, source_visible: Callable[[int], bool],
@@ -185,20 +228,21 @@ class SyntheticClips(Dataset):
         self.clip = clip
         self.rooms = rooms
         self.length = length
-        self.seeds = train_scene_seeds(rooms.num_scenes)
+        self.source = TrainingRooms(rooms)
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> Clip:
         draw, frames = self.draw(index)
-        return clip_from_frames(frames, draw.direction, self.clip.image_size)
+        objects = [[frame.of_object(instance) for frame in frames] for instance in draw.instances]
+        return clip_from_frames(objects, draw.direction, self.clip.image_size)
 
     def draw(self, index: int) -> tuple[ClipDraw, list[SyntheticFrame]]:
-        """Item `index`'s room, direction, start and object, with its frames (each rendered once)."""
+        """Item `index`'s room, direction, start and objects, with its frames (each rendered once)."""
         rng = np.random.default_rng([self.clip.sample_seed, index])
-        seed = int(self.seeds[rng.integers(len(self.seeds))])
-        scene = SyntheticScene(self.rooms.scene(seed))
+        seed = int(self.source.seeds[rng.integers(len(self.source.seeds))])
+        scene = self.source.open(seed)
         direction = self.clip.draw_direction(rng)
         source, _ = source_and_target(direction)
         candidates = (TARGET_ID,) if self.rooms.objects == "target" else tuple(object_names(scene.config).values())
@@ -215,19 +259,23 @@ class SyntheticClips(Dataset):
 
         start = _visible_start(self.rooms.scene_frames, self.clip, lambda k: bool(visible(k)), rng)
         shown = visible(start) or [TARGET_ID]
-        instance = shown[rng.integers(len(shown))]
-        frames = [frame(start + k).of_object(instance) for k in range(self.clip.num_frames)]
-        return ClipDraw(seed, direction, start, instance), frames
+        # The first object is drawn as before objects_per_clip existed, so one-object streams are unchanged.
+        instances = [shown.pop(int(rng.integers(len(shown))))]
+        extra = min(self.rooms.objects_per_clip - 1, len(shown))
+        if extra:
+            instances += [int(i) for i in rng.choice(shown, size=extra, replace=False)]
+        frames = [frame(start + k) for k in range(self.clip.num_frames)]
+        return ClipDraw(seed, direction, start, tuple(instances)), frames
 
 
 @dataclass(frozen=True)
 class ClipDraw:
-    """What a synthetic clip is: its room, direction, first frame and followed object (instance id)."""
+    """What a synthetic clip is: its room, direction, first frame and followed objects (instance ids)."""
 
     seed: int
     direction: str
     start: int
-    instance: int
+    instances: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -285,7 +333,7 @@ class TakeClips(Dataset):
 
         start = _visible_start(len(seq.frames), self.clip, visible, rng)
         frames = [self._frame(seq, name) for name in seq.frames[start:start + self.clip.num_frames]]
-        return clip_from_frames(frames, seq.direction, self.clip.image_size)
+        return clip_from_frames([frames], seq.direction, self.clip.image_size)
 
     @staticmethod
     def _frame(seq: _TakeSequence, name: str) -> _TakeFrame:

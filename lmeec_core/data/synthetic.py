@@ -94,6 +94,13 @@ def object_names(config: SceneConfig, table_only: bool = False) -> dict[str, int
     return names
 
 
+def object_catalogue(config: SceneConfig) -> dict[str, dict[str, int | bool]]:
+    """Every object of a room by name (`object_names`): its instance id and whether it stands on the table."""
+    on_table = object_names(config, table_only=True)
+    return {name: {"instance": instance, "on_table": name in on_table}
+            for name, instance in object_names(config).items()}
+
+
 class SyntheticScene:
     """A laid-out scene whose frames render on demand, in any order, deterministically."""
 

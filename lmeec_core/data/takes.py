@@ -142,6 +142,15 @@ class Take:
     def has_mask(self, obj: str, camera: str, frame: str) -> bool:
         return frame in self._object(obj).get(camera, {})
 
+    def annotation_shape(self, obj: str, camera: str) -> tuple[int, int]:
+        """(H, W) of the annotations of `obj` in `camera` (EgoExo4D: the camera's full resolution)."""
+        annotations = self._object(obj).get(camera, {})
+        if not annotations:
+            raise InputError(f"take {self.name} has no annotation of {obj!r} in camera {camera!r}; "
+                             f"expected one of {sorted(self._object(obj))}")
+        height, width = next(iter(annotations.values()))["size"]
+        return int(height), int(width)
+
     def load_mask(self, obj: str, camera: str, frame: str) -> np.ndarray:
         """Boolean mask [H, W] of `obj` in `camera` at `frame`, at the annotation resolution."""
         annotations = self._object(obj).get(camera, {})
