@@ -12,9 +12,14 @@ from pair to pair: they see the same load, so their costs compare within the run
 relative to one target is given as the ratio of the median per-pair times, and as the median over
 pairs of the ratio on the same pair (less sensitive to load that changes during the run), and as the
 ratio of the median process CPU time per pair (what the pair cost in compute, whatever else ran).
+
+`compare` runs a configuration and the fp32 reference (the official numerics: fp32, no speed-ups,
+no compile) side by side on the same stream, alternating which goes first, and reports the speed-up
+and how far the configuration's outputs are from the reference's.
 """
 from __future__ import annotations
 
+import copy
 import resource
 import statistics
 import time
@@ -154,14 +159,24 @@ def _report(run: _Run, one_target: _Run | None) -> dict[str, Any]:
     return report
 
 
-def run(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
-    """Stream `config.frames` pairs through one tracker per target count; measure time and memory."""
+def render_pool(config: BenchConfig, scene: SceneConfig | None = None) -> list:
+    """Set the thread count and render the looped scene (`bench_scene(config)` when None)."""
     if config.threads:
         torch.set_num_threads(config.threads)
+    return list(render_scene(scene or bench_scene(config)))
+
+
+def bench_scene(config: BenchConfig, num_objects: int | None = None) -> SceneConfig:
+    """The looped scene at the configured camera sizes, with `num_objects` (the scene default when None)."""
+    objects = {} if num_objects is None else {"num_objects": num_objects}
+    return SceneConfig(seed=7, num_frames=POOL_FRAMES, ego_size=config.ego_size, exo_size=config.exo_size, **objects)
+
+
+def run(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
+    """Stream `config.frames` pairs through one tracker per target count; measure time and memory."""
     # A crowded room, so that up to eight objects can be prompted on the first frame.
-    scene = SceneConfig(seed=7, num_frames=POOL_FRAMES, ego_size=config.ego_size, exo_size=config.exo_size,
-                        num_objects=MAX_OBJECTS)
-    pool = list(render_scene(scene))
+    scene = bench_scene(config, MAX_OBJECTS)
+    pool = render_pool(config, scene)
     model = (load_checkpoint(config.checkpoint, preset=config.preset)[0] if config.checkpoint
              else build_preset(config.preset or "nano", seed=0))
     device = torch.device(config.tracker.device)
@@ -209,4 +224,72 @@ def bench_config(preset: str, frames: int, ego: tuple[int, int], exo: tuple[int,
                        targets)
 
 
-__all__ = ["BenchConfig", "bench_config", "bench_objects", "run"]
+class _LastPrediction:
+    """Tracker probe keeping the latest step's target logits, object-score logit and fused embedding."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, torch.Tensor] = {}
+
+    def __call__(self, name: str, value: object) -> None:
+        if name == "prediction":
+            self.values["logits"] = value.prediction.low_res.float()
+            self.values["score_logit"] = value.prediction.score_logit.float()
+        elif name == "fused":
+            self.values["fused"] = value.float()
+
+
+def compare(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
+    """`config.tracker` against the fp32 reference on one stream: speed-up and output differences.
+
+    Both trackers get the same frames; their order alternates every pair so that neither always
+    runs on a warmer cache. In the robot protocol each follows its own source-view track, so the
+    differences include how they compound over the stream.
+    """
+    pool = render_pool(config)
+    reference_config = replace(config.tracker, dtype="fp32", speedups=(), compile=False)
+    model = CorrespondenceTracker.from_checkpoint(config.checkpoint, config.preset, reference_config).model
+    probes = {"reference": _LastPrediction(), "candidate": _LastPrediction()}
+    runs = {"reference": CorrespondenceTracker(model, reference_config, probes["reference"]),
+            "candidate": CorrespondenceTracker(copy.deepcopy(model), config.tracker, probes["candidate"])}
+    for tracker in runs.values():
+        tracker.set_target("ego", pool[0].ego_image, pool[0].exo_image, mask=pool[0].ego_mask)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    diffs = {"logits": 0.0, "score_logit": 0.0, "fused": 0.0}
+    equal_pixels, pixels, same_visibility, visible = 0, 0, 0, 0
+    for i in tqdm(range(1, config.frames + 1), disable=not progress, desc="compare", unit="pair"):
+        frame = pool[i % POOL_FRAMES]
+        given = frame.ego_mask if config.protocol == "benchmark" else None
+        results = {}
+        for name in (list(runs) if i % 2 else list(runs)[::-1]):
+            begin = time.perf_counter()
+            results[name] = runs[name].step(frame.ego_image, frame.exo_image, source_mask=given)
+            times[name].append(1e3 * (time.perf_counter() - begin))
+        ref, cand = results["reference"], results["candidate"]
+        if ref.skipped or cand.skipped:
+            same_visibility += ref.skipped == cand.skipped
+            continue
+        for key in diffs:
+            gap = (probes["reference"].values[key] - probes["candidate"].values[key]).abs().max()
+            diffs[key] = max(diffs[key], float(gap))
+        equal_pixels += int((ref.mask == cand.mask).sum())
+        pixels += ref.mask.size
+        same_visibility += ref.visible == cand.visible
+        visible += ref.visible
+    medians = {name: _median(t[WARMUP:] or t) for name, t in times.items()}
+    return {
+        "preset": config.preset, "checkpoint": config.checkpoint, "image_size": model.image_size,
+        "threads": torch.get_num_threads(), "protocol": config.protocol, "frames": config.frames,
+        "ego_size": list(config.ego_size), "exo_size": list(config.exo_size), "device": str(runs["reference"].device),
+        "reference": {"dtype": "fp32", "speedups": [], "compile": False},
+        "candidate": {"dtype": config.tracker.dtype, "speedups": list(config.tracker.speedups),
+                      "compile": config.tracker.compile},
+        "ms_per_pair_median": medians, "speedup": medians["reference"] / medians["candidate"],
+        # Logits are gated to -1024 where the object is judged absent (random weights: everywhere), so
+        # the object-score logit and the decoder's input embedding (fused) show the numeric drift too.
+        "max_abs_logit_diff": diffs["logits"], "max_abs_score_logit_diff": diffs["score_logit"],
+        "max_abs_fused_diff": diffs["fused"], "mask_agreement": equal_pixels / pixels if pixels else float("nan"),
+        "visibility_agreement": same_visibility / config.frames, "reference_visible_pairs": visible,
+    }
+
+
+__all__ = ["BenchConfig", "bench_config", "bench_objects", "compare", "render_pool", "run"]

@@ -52,8 +52,10 @@ def _print_json(data: Any) -> None:
 
 def _parity(args: argparse.Namespace) -> int:
     from .parity import run_parity
+    from .tracker import parse_speedups
 
-    report = run_parity(args.fixture, args.out, direction=args.direction, threads=args.threads)
+    report = run_parity(args.fixture, args.out, direction=args.direction, threads=args.threads,
+                        speedups=parse_speedups(args.speedups))
     _print_json(report)
     return 0 if report.get("ok", True) else 1
 
@@ -64,6 +66,9 @@ def _add_parity(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="where to write the predicted arrays (.npz)")
     p.add_argument("--direction", choices=("ego2exo", "exo2ego"), help="default: meta.json's, else ego2exo")
     p.add_argument("--threads", type=int, default=2, help="torch threads (the fixture was made with 2)")
+    p.add_argument("--speedups", default="none",
+                   help="named speed-ups to check against the tolerances ('all' or a comma list); "
+                        "default none: the official mode, bit-compatible in fp32")
     p.set_defaults(handler=_parity)
 
 
@@ -72,7 +77,7 @@ def _tracker_for(args: argparse.Namespace):
     import torch
 
     from .model import build_preset, load_checkpoint, load_config_file
-    from .tracker import TrackerConfig
+    from .tracker import TrackerConfig, parse_speedups
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -80,7 +85,8 @@ def _tracker_for(args: argparse.Namespace):
     model = (load_checkpoint(args.checkpoint, config=config, preset=args.preset)[0] if args.checkpoint
              else build_preset(args.preset, seed=0))
     tracker = TrackerConfig(device=args.device, dtype=args.dtype, compression=args.compression,
-                            capacity=args.capacity, bank_policy=args.bank_policy, compile=args.compile)
+                            capacity=args.capacity, bank_policy=args.bank_policy, compile=args.compile,
+                            speedups=parse_speedups(args.speedups))
     return model, tracker
 
 
@@ -148,24 +154,45 @@ def _add_tracker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--capacity", type=int, default=6)
     p.add_argument("--bank-policy", choices=("fill", "official"), default="fill",
                    help="fill: banks refill after skipped frames; official: the official code's (spec 3.2)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the image encoder")
+    p.add_argument("--compile", action="store_true", help="torch.compile the image encoder's trunk")
+    p.add_argument("--speedups", default="all",
+                   help="numerics-changing fp32 speed-ups, 'all', 'none' or a comma list of batch_views, "
+                        "unpadded_windows (float rounding only; none = bit-compatible with the official code)")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is faster on a busy 2-core machine)")
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import bench_config, run
+    from .bench import bench_config, compare, run
+    from .tracker import parse_speedups
 
-    config = bench_config(args.preset, args.frames, args.ego_size, args.exo_size, args.protocol,
+    if args.suite:
+        return _bench_suite(args)
+    config = bench_config(args.preset or "nano", args.frames, args.ego_size, args.exo_size, args.protocol,
                           args.checkpoint, args.threads, args.targets, device=args.device, dtype=args.dtype,
                           compression=args.compression, capacity=args.capacity, bank_policy=args.bank_policy,
-                          compile=args.compile)
-    _print_json(run(config, progress=not args.quiet))
+                          compile=args.compile, speedups=parse_speedups(args.speedups))
+    _print_json((compare if args.compare else run)(config, progress=not args.quiet))
+    return 0
+
+
+def _bench_suite(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .bench_suite import DRY_RUN, SuiteConfig, gpu_suite
+
+    suite = DRY_RUN if args.dry_run else SuiteConfig()
+    suite = replace(suite, preset=args.preset or suite.preset, checkpoint=args.checkpoint)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    _print_json(gpu_suite(suite))
     return 0
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="streaming latency and memory of the tracker (JSON)")
-    p.add_argument("--preset", default="nano")
+    p.add_argument("--preset", help="default: nano (b+ for --suite gpu)")
     p.add_argument("--checkpoint", help="checkpoint file; default: random weights of the preset")
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--ego-size", type=camera_size, default=(480, 640), help="WIDTHxHEIGHT")
@@ -176,6 +203,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="objects followed at once; several counts (1,2,4,8) are measured side by side, "
                         "taking turns on every pair")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--suite", choices=("gpu",),
+                   help="the prepared GPU check (pairs/s fp32/bf16/bf16+compile, bf16 parity, memory over "
+                        "3000 pairs, 30 Hz 1280x720 latency); other stream options are ignored")
+    p.add_argument("--dry-run", action="store_true", help="--suite on the CPU with a tiny model (CI)")
+    p.add_argument("--compare", choices=("fp32",),
+                   help="also run the fp32 reference (official numerics) on the same stream: speed-up, "
+                        "max |logit| difference, mask agreement")
     _add_tracker_options(p)
     p.set_defaults(handler=_bench)
 

@@ -23,6 +23,7 @@ import torch
 
 from .memory import BANKS, BankView, DualMemory, FrameMemory
 from .model import LMEEC, MaskPrediction, ViewFeatures
+from .model.memory_conditioning import Memory
 
 Probe = Callable[[str, object], None]
 # Memory tokens [L, 1, mem_dim] of one target, their encodings, and how many trailing ones are pointers.
@@ -125,7 +126,7 @@ class CorrespondenceEngine:
         """
         if pointer is None:
             slot = self.model.temporal_encoding(self.model.num_maskmem - 1)
-            own = self.model.condition(source, source_memory, self._memory_pos + slot)
+            own, = self.model.condition_many(source, [(source_memory, self._memory_pos + slot, 0)])
             pointer = self.model.predict_mask(own, source).obj_ptr
         state.prompt = PromptMemory(source_memory, pointer, state.index)
         return pointer
@@ -133,7 +134,8 @@ class CorrespondenceEngine:
     def track_source(self, states: list[TargetState], source: ViewFeatures, banks: list[BankView]) -> MaskPrediction:
         """SAM 2 tracking of each target in the source view: prompt memory + source bank + pointers."""
         memories = [self._source_tracking_memory(state, bank) for state, bank in zip(states, banks)]
-        conditioned = self._condition(source, memories)
+        groups, rows = _by_length(memories)
+        conditioned = _in_row_order(self.model.condition_many(source, groups), rows)
         return self.model.predict_mask(conditioned, source.expand(len(states)))
 
     def _source_tracking_memory(self, state: TargetState, banks: BankView) -> TargetMemoryTokens:
@@ -154,10 +156,14 @@ class CorrespondenceEngine:
         """
         model, batch = self.model, len(states)
         target_rows = target.expand(batch)
-        f_view = model.condition(target_rows, source_memory, self._memory_pos.expand(-1, batch, -1))
         temporal = [self._temporal_memory(state, bank) for state, bank in zip(states, banks)]
         with_memory = [row for row, memory in enumerate(temporal) if memory is not None]
-        f_mem = self._condition(target, [temporal[row] for row in with_memory]) if with_memory else None
+        groups, rows = _by_length([temporal[row] for row in with_memory])
+        # One memory attention call: the target image's first self-attention is computed once and
+        # shared by F_view and every group of F_mem.
+        f_view, *f_mem = model.condition_many(target, [(source_memory, self._memory_pos.expand(-1, batch, -1), 0),
+                                                       *groups])
+        f_mem = _in_row_order(f_mem, rows) if f_mem else None
         fused = self._fuse(f_mem, f_view, with_memory)
         prediction = model.predict_mask(fused, target_rows)
         target_features, _ = model.encode_memory(target_rows, prediction.high_res, prediction.score_logit)
@@ -171,25 +177,6 @@ class CorrespondenceEngine:
             self.probe(name, value)
         return CrossViewResult(prediction, [len(bank) for bank in banks],
                                [0 if memory is None else memory[2] for memory in temporal])
-
-    def _condition(self, view: ViewFeatures, memories: list[TargetMemoryTokens]) -> torch.Tensor:
-        """Memory attention of one image's tokens over each target's memory; [K, C, h, w], row per memory.
-
-        Memories of equal length (and pointer count) share one batched call.
-        """
-        groups: dict[tuple[int, int], list[int]] = {}
-        for row, (memory, _, pointer_tokens) in enumerate(memories):
-            groups.setdefault((memory.shape[0], pointer_tokens), []).append(row)
-        outputs, order = [], []
-        for (_, pointer_tokens), rows in groups.items():
-            memory = torch.cat([memories[row][0] for row in rows], dim=1)
-            memory_pos = torch.cat([memories[row][1] for row in rows], dim=1)
-            outputs.append(self.model.condition(view.expand(len(rows)), memory, memory_pos, pointer_tokens))
-            order += rows
-        conditioned = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
-        if order == sorted(order):
-            return conditioned
-        return conditioned[torch.tensor(order, device=conditioned.device).argsort()]
 
     def _fuse(self, f_mem: torch.Tensor | None, f_view: torch.Tensor, with_memory: list[int]) -> torch.Tensor:
         """Fuse F_mem and F_view of the targets that have temporal memory; the others keep F_view.
@@ -225,3 +212,23 @@ class CorrespondenceEngine:
             tokens, token_pos = [*tokens, ptr_tokens], [*token_pos, ptr_pos]
             pointer_tokens = ptr_tokens.shape[0]
         return torch.cat(tokens, dim=0), torch.cat(token_pos, dim=0), pointer_tokens
+
+
+def _by_length(memories: list[TargetMemoryTokens]) -> tuple[list[Memory], list[int]]:
+    """Targets' memories as batched memories, one per (length, pointer count): memory attention
+    needs one length per call. Returns them and the target rows in the order of their outputs."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for row, (memory, _, pointer_tokens) in enumerate(memories):
+        groups.setdefault((memory.shape[0], pointer_tokens), []).append(row)
+    batched = [(torch.cat([memories[row][0] for row in rows], dim=1),
+                torch.cat([memories[row][1] for row in rows], dim=1), pointer_tokens)
+               for (_, pointer_tokens), rows in groups.items()]
+    return batched, [row for rows in groups.values() for row in rows]
+
+
+def _in_row_order(outputs: list[torch.Tensor], rows: list[int]) -> torch.Tensor:
+    """The outputs of `_by_length`'s groups ([k, C, h, w] each) as one batch in target row order."""
+    conditioned = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+    if rows == sorted(rows):
+        return conditioned
+    return conditioned[torch.tensor(rows, device=conditioned.device).argsort()]

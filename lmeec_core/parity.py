@@ -97,14 +97,19 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
 
-def run_official(fixture: Fixture, threads: int | None = None) -> dict[str, np.ndarray]:
-    """Run the official protocol; returns the arrays of the fixture format."""
+def run_official(fixture: Fixture, threads: int | None = None,
+                 speedups: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Run the official protocol; returns the arrays of the fixture format.
+
+    Without `speedups` this is the official mode, bit-compatible in fp32; with them it checks that
+    the named speed-ups stay within the fixture's tolerances.
+    """
     if threads:
         torch.set_num_threads(threads)
     model, _ = load_checkpoint(fixture.root / "checkpoint.pt", config=load_config_file(fixture.root / "model.yaml"))
     size = model.image_size
     recorder = _Recorder()
-    config = replace(OFFICIAL, pointer_frames=len(fixture.frames))
+    config = replace(OFFICIAL, pointer_frames=len(fixture.frames), speedups=speedups)
     tracker = CorrespondenceTracker(model, config, probe=recorder)
     src_view = "ego" if "aria" in fixture.source_cam else "exo"
     processed, resized = [], {"src": [], "tgt": []}
@@ -287,14 +292,15 @@ def _mask_check(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]
 
 
 def run_parity(fixture_dir: str | Path, out_path: str | Path, direction: str | None = None,
-               threads: int | None = 2) -> dict[str, Any]:
+               threads: int | None = 2, speedups: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run a fixture, write its arrays to `out_path` (.npz) and compare them when a reference exists."""
     fixture = Fixture.read(fixture_dir, direction)
-    outputs = run_official(fixture, threads)
+    outputs = run_official(fixture, threads, speedups)
     reference_path = Path(fixture_dir) / "outputs.npz"
     report: dict[str, Any] = {"fixture": str(fixture_dir), "source_cam": fixture.source_cam,
                               "target_cam": fixture.target_cam, "frames": len(fixture.frames),
-                              "processed": int(len(outputs["processed_frame_index"]))}
+                              "processed": int(len(outputs["processed_frame_index"])),
+                              "speedups": list(speedups)}
     if reference_path.exists():
         reference = np.load(reference_path)
         outputs = align_to_reference(outputs, reference)

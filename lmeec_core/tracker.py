@@ -23,9 +23,26 @@ from .errors import ConfigError, InputError, StateError, TargetLimitError, Targe
 from .inference import CorrespondenceEngine, Probe, TargetState, no_probe
 from .memory import BANK_POLICIES, BANKS, COMPRESSIONS, BankView, DualMemory
 from .model import LMEEC, MaskPrediction, ViewFeatures, build_preset, load_checkpoint
+from .model.hiera_windows import trunk_features
 
 VIEWS = ("ego", "exo")
 DTYPES = ("fp32", "bf16")
+# Speed-ups that change results by float rounding only (parity tolerances); OFFICIAL runs none of them.
+SPEEDUPS = (
+    "batch_views",  # both views through the image encoder as one batch
+    "unpadded_windows",  # Hiera's windowed attention without projecting the window padding
+)
+
+
+def parse_speedups(text: str) -> tuple[str, ...]:
+    """'all', 'none' or comma-separated names from SPEEDUPS (command-line and parameter spelling)."""
+    if text.strip() == "all":
+        return SPEEDUPS
+    names = tuple(name.strip() for name in text.split(",") if name.strip() and name.strip() != "none")
+    unknown = [name for name in names if name not in SPEEDUPS]
+    if unknown:
+        raise ConfigError(f"unknown speed-up(s) {unknown}; expected 'all', 'none' or names from {SPEEDUPS}")
+    return names
 
 
 @dataclass(frozen=True)
@@ -41,7 +58,9 @@ class TrackerConfig:
     visibility_threshold: float = 0.5  # on Correspondence.score
     max_time_gap_s: float = 2.0  # stamps going backwards or jumping further reset the memory
     pointer_frames: int = 16  # SAM 2's min(num_frames, 16); the official protocol uses the take length
-    compile: bool = False  # torch.compile the image encoder
+    compile: bool = False  # torch.compile the image encoder's trunk
+    compile_backend: str = "inductor"  # torch.compile backend ("eager" only traces: a quick check of the path)
+    speedups: tuple[str, ...] = SPEEDUPS  # named numerics-changing speed-ups (float rounding only)
     max_targets: int = 8  # objects followed at once
     max_prompt_overlap: float = 0.5  # a prompt with a higher IoU with another target's current mask is refused
 
@@ -56,6 +75,7 @@ class TrackerConfig:
              f"visibility_threshold {self.visibility_threshold}; expected 0..1"),
             (self.max_time_gap_s > 0, f"max_time_gap_s {self.max_time_gap_s}; expected > 0"),
             (self.pointer_frames >= 1, f"pointer_frames {self.pointer_frames}; expected >= 1"),
+            (set(self.speedups) <= set(SPEEDUPS), f"speedups {self.speedups}; expected names from {SPEEDUPS}"),
             (self.max_targets >= 1, f"max_targets {self.max_targets}; expected >= 1"),
             (0.0 <= self.max_prompt_overlap <= 1.0, f"max_prompt_overlap {self.max_prompt_overlap}; expected 0..1"),
         ]
@@ -65,7 +85,8 @@ class TrackerConfig:
         return self
 
 
-OFFICIAL = TrackerConfig(compression="drop", capacity=6, banks="dual", bank_policy="official")
+OFFICIAL = TrackerConfig(compression="drop", capacity=6, banks="dual", bank_policy="official",
+                         speedups=())  # bit-compatible with the official code in fp32
 
 
 @dataclass
@@ -154,7 +175,8 @@ class CorrespondenceTracker:
         self.device = torch.device(config.device)
         self.model = model.to(self.device).eval()
         if config.compile:
-            self.model.image_encoder.forward = torch.compile(self.model.image_encoder.forward, dynamic=False)
+            compiled = torch.compile(trunk_features, backend=config.compile_backend, dynamic=False)
+            self.model.trunk_features = compiled
         self.engine = CorrespondenceEngine(self.model, config.banks, probe)
         self.probe = probe
         self._targets: dict[int, _Target] = {}
@@ -498,16 +520,26 @@ class CorrespondenceTracker:
             yield
 
     def _encode(self, images: dict[str, np.ndarray], timer: _Timer) -> dict[str, ViewFeatures]:
-        """Each view's image through the image encoder, once per frame pair whatever the number of targets."""
-        size = self.model.image_size
-        features = {}
+        """Each view's image encoded once per frame pair whatever the number of targets: one batch of
+        both views with `batch_views`, else one by one."""
+        size, speedups = self.model.image_size, self.config.speedups
+        tensors = {}
         for view, image in images.items():
             with timer.stage("preprocess"):
-                tensor, resized = pp.image_to_tensor(image, size, self.device)
+                tensors[view], resized = pp.image_to_tensor(image, size, self.device)
             self.probe(f"{view}_resized", resized)
-            with timer.stage(f"encode_{view}"):
-                features[view] = self.model.encode_image(tensor)
-            self.probe(f"{view}_features", features[view])
+        unpadded = "unpadded_windows" in speedups
+        if "batch_views" in speedups:
+            with timer.stage("encode"):
+                batch = self.model.encode_image(torch.cat(list(tensors.values())), unpadded)
+                features = dict(zip(tensors, batch.split()))
+        else:
+            features = {}
+            for view, tensor in tensors.items():
+                with timer.stage(f"encode_{view}"):
+                    features[view] = self.model.encode_image(tensor, unpadded)
+        for view, feature in features.items():
+            self.probe(f"{view}_features", feature)
         return features
 
 

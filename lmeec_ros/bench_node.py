@@ -144,14 +144,14 @@ def _stats(latencies: list[tuple[float, float]]) -> dict[str, float]:
 
 def run(width: int = 640, height: int = 480, rate_hz: float = 15.0, duration_s: float = 30.0,
         checkpoint: str = "", preset: str = "nano", device: str = "auto",
-        exo_width: int | None = None, exo_height: int | None = None) -> dict:
+        exo_width: int | None = None, exo_height: int | None = None, dtype: str = "fp32") -> dict:
     """Benchmark the node at one resolution and rate; returns JSON-able statistics."""
     exo_size = (exo_width or width, exo_height or height)
     with tempfile.TemporaryDirectory(prefix="lmeec_bench_") as workdir:
         domain_id = pick_domain_id()
         env = local_environment(Path(workdir), domain_id)
         log_path = Path(workdir) / "node.log"
-        overrides = {"checkpoint": checkpoint, "preset": preset, "device": device}
+        overrides = {"checkpoint": checkpoint, "preset": preset, "device": device, "dtype": dtype}
         with log_path.open("w") as log, used_by_this_process(env):
             # Values are YAML: quoting keeps "" and "b+" strings.
             proc = start_node(env, [a for k, v in overrides.items() for a in ("-p", f"{k}:={json.dumps(v)}")], log)
@@ -172,7 +172,7 @@ def run(width: int = 640, height: int = 480, rate_hz: float = 15.0, duration_s: 
                 result = {
                     "ego_resolution": f"{width}x{height}", "exo_resolution": f"{exo_size[0]}x{exo_size[1]}",
                     "rate_hz": rate_hz, "duration_s": round(elapsed, 2), "checkpoint": checkpoint,
-                    "preset": preset, "device": device,
+                    "preset": preset, "device": device, "dtype": dtype,
                     "published_pairs": published, "results_received": received,
                     "results_per_s": round(received / elapsed, 2),
                     "dropped_pairs": client.dropped_pairs - dropped_before, "late_pairs": client.late_pairs,
@@ -193,9 +193,12 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="")
     parser.add_argument("--preset", default="nano")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--exo-width", type=int, help="default: --width")
+    parser.add_argument("--exo-height", type=int, help="default: --height")
     args = parser.parse_args()
     print(json.dumps(run(args.width, args.height, args.rate, args.seconds, args.checkpoint, args.preset,
-                         args.device), indent=2))
+                         args.device, args.exo_width, args.exo_height, args.dtype), indent=2))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ hundreds of milliseconds per 1080p frame.
 """
 from __future__ import annotations
 
+import io
 from typing import NamedTuple
 
 import numpy as np
+import PIL.Image
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -90,6 +92,17 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
         raise InputError(f"cannot decode compressed image (format {msg.format!r}, "
                          f"{len(msg.data)} bytes); expected JPEG or PNG")
     return np.ascontiguousarray(image[:, :, ::-1])
+
+
+def image_size(msg: Image | CompressedImage) -> tuple[int, int] | None:
+    """(width, height) without decoding: a raw image's header fields, or a JPEG/PNG's own header
+    (read by Pillow, which stops there); None when a compressed image's header is unreadable."""
+    if isinstance(msg, Image):
+        return msg.width, msg.height
+    try:
+        return PIL.Image.open(io.BytesIO(msg.data)).size
+    except (OSError, ValueError):   # not an image Pillow knows: decoding will say why
+        return None
 
 
 def import_cv2():

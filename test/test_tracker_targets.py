@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from lmeec_core.data.synthetic import SceneConfig, render_scene
+import lmeec_core.model.lmeec as lmeec_model
 from lmeec_core.errors import InputError, StateError, TargetLimitError, TargetOverlapError, UnknownTargetError
 from lmeec_core.tracker import CorrespondenceTracker, TrackerConfig
-from test_tracker import _count_calls
 
 # visibility_threshold 0: every processed target gets a mask, so masks compare even with random weights.
 CONFIG = TrackerConfig(compression="merge", capacity=3, visibility_threshold=0.0)
@@ -166,18 +166,36 @@ def _images(frame):
     return frame.ego_image, frame.exo_image
 
 
-def test_each_image_is_encoded_once_per_pair_and_heads_run_once_per_batch(nano_model, scene):
+def test_each_image_is_encoded_once_per_pair_and_heads_run_once_per_batch(nano_model, scene, monkeypatch):
     tracker, f = CorrespondenceTracker(nano_model, CONFIG), scene[0]
     objects = {_add(tracker, f, obj)[0]: obj for obj in (A, B, D, C)}  # three from ego, one from exo
-    modules = {name: getattr(nano_model, name) for name in
-               ("image_encoder", "memory_encoder", "memory_attention", "sam_mask_decoder")}
-    counters = {name: _count_calls(module) for name, module in modules.items()}
+    modules = {"image_encoder": nano_model.image_encoder.neck, "memory_encoder": nano_model.memory_encoder,
+               "sam_mask_decoder": nano_model.sam_mask_decoder}
+    calls = {name: [] for name in modules}   # batch size of each forward call
+
+    def hook(name):
+        def record(module, args, kwargs):
+            first = args[0] if args else next(iter(kwargs.values()))
+            calls[name].append((first[0] if isinstance(first, list) else first).shape[0])
+        return record
+
+    handles = [module.register_forward_pre_hook(hook(name), with_kwargs=True) for name, module in modules.items()]
+    attention_calls = []   # (query batch, [rows of each memory]) per memory attention call
+    attend = lmeec_model.attend_memories
+
+    def counted_attend(attention, curr, curr_pos, memories):
+        attention_calls.append((curr.shape[1], [memory.shape[1] for memory, _, _ in memories]))
+        return attend(attention, curr, curr_pos, memories)
+
+    monkeypatch.setattr(lmeec_model, "attend_memories", counted_attend)
     try:
         results = tracker.step_all(*_images(scene[1]), source_masks=_source_masks(scene[1], objects))
     finally:
-        for _, restore in counters.values():
-            restore()
-    calls = {name: len(counter) for name, (counter, _) in counters.items()}
+        for handle in handles:
+            handle.remove()
     assert not any(r.skipped for r in results.values()) and len(results) == 4
-    # Per source view (two here): one source memory and one target memory, F_view and F_mem, one decoder.
-    assert calls == {"image_encoder": 2, "memory_encoder": 4, "memory_attention": 4, "sam_mask_decoder": 2}
+    # Both images in one encoder batch; per source view (ego: 3 targets, exo: 1): one source memory and
+    # one target memory, one decoder call, and one memory attention call on the one target image for
+    # F_view and F_mem of all its targets (equal bank lengths: one group).
+    assert calls == {"image_encoder": [2], "memory_encoder": [3, 3, 1, 1], "sam_mask_decoder": [3, 1]}
+    assert attention_calls == [(1, [3, 3]), (1, [1, 1])]

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from sam2.modeling.sam2_base import NO_OBJ_SCORE, SAM2Base
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 
+from .hiera_windows import WindowPositions, trunk_features
+from .memory_conditioning import Memory, attend_memories
 from .mv_moe import FUSIONS, MV_MoE, fuse
 
 
@@ -48,6 +50,18 @@ class ViewFeatures:
             size=self.size,
         )
 
+    def split(self) -> list["ViewFeatures"]:
+        """One ViewFeatures per image of a batch (contiguous copies, as a batch of one has)."""
+        return [
+            ViewFeatures(
+                feat=self.feat[:, i:i + 1].contiguous(),
+                pos=self.pos[:, i:i + 1].contiguous(),
+                high_res=[f[i:i + 1] for f in self.high_res],
+                size=self.size,
+            )
+            for i in range(self.feat.shape[1])
+        ]
+
 
 @dataclass
 class MaskPrediction:
@@ -69,10 +83,24 @@ class LMEEC(SAM2Base):
             raise ValueError(f"unknown fusion {fusion!r}; expected one of {FUSIONS}")
         self.fusion = fusion
         self.MV_MoE = MV_MoE(self.hidden_dim)  # noqa: N815 - official state-dict name
+        self.window_positions = WindowPositions(self.image_encoder.trunk)
+        self.trunk_features = trunk_features  # the tracker may swap in a torch.compile'd version
 
-    def encode_image(self, images: torch.Tensor) -> ViewFeatures:
-        """Run the image encoder once on normalised [B, 3, S, S] images."""
-        backbone_out = self.forward_image(images)
+    def encode_image(self, images: torch.Tensor, unpadded_windows: bool = False) -> ViewFeatures:
+        """Run the image encoder once on normalised [B, 3, S, S] images.
+
+        SAM 2's `forward_image`, with the trunk run by `hiera_windows` (bit-identical to SAM 2's
+        unless `unpadded_windows`, a faster variant that differs by float rounding).
+        """
+        encoder = self.image_encoder
+        stages = self.trunk_features(encoder.trunk, self.window_positions, images, unpadded_windows)
+        fpn, fpn_pos = encoder.neck(stages)
+        if encoder.scalp > 0:
+            fpn, fpn_pos = fpn[:-encoder.scalp], fpn_pos[:-encoder.scalp]
+        if self.use_high_res_features_in_sam:
+            fpn[0] = self.sam_mask_decoder.conv_s0(fpn[0])
+            fpn[1] = self.sam_mask_decoder.conv_s1(fpn[1])
+        backbone_out = {"vision_features": fpn[-1], "vision_pos_enc": fpn_pos, "backbone_fpn": fpn}
         _, feats, pos, sizes = self._prepare_backbone_features(backbone_out)
         batch = images.shape[0]
         high_res = [
@@ -112,8 +140,20 @@ class LMEEC(SAM2Base):
             memory_pos=memory_pos,
             num_obj_ptr_tokens=num_pointer_tokens,
         )
-        h, w = view.size
-        return out.permute(1, 2, 0).reshape(out.shape[1], self.hidden_dim, h, w)
+        return self._as_map(out, view.size)
+
+    def condition_many(self, view: ViewFeatures, memories: list[Memory]) -> list[torch.Tensor]:
+        """`condition(view, memory, memory_pos, pointer_tokens)` for each memory, bit-identically.
+
+        Inference only: the passes share their first self-attention and rotate keys in place
+        (`memory_conditioning`). Returns one [B, C, h, w] map per memory.
+        """
+        outputs = attend_memories(self.memory_attention, view.feat, view.pos, memories)
+        return [self._as_map(out, view.size) for out in outputs]
+
+    def _as_map(self, tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Sequence-first [hw, B, C] -> [B, C, h, w]."""
+        return tokens.permute(1, 2, 0).reshape(tokens.shape[1], self.hidden_dim, *size)
 
     def temporal_encoding(self, slot: int) -> torch.Tensor:
         """Learned temporal encoding `maskmem_tpos_enc[slot]`, [1, 1, mem_dim]."""
