@@ -22,6 +22,7 @@ PARAMETER_ARGUMENTS = {
     "checkpoint": (str, "Model checkpoint file"),
     "preset": (str, "Model size: nano, t, s, b+, or auto (from the checkpoint)"),
     "device": (str, "Torch device: auto, cpu, cuda or cuda:N"),
+    "max_targets": (int, "Most targets followed at once"),
     "publish_overlay": (bool, "true: also publish ~/overlay for viewing"),
 }
 

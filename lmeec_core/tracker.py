@@ -63,6 +63,7 @@ class TrackerConfig:
     speedups: tuple[str, ...] = SPEEDUPS  # named numerics-changing speed-ups (float rounding only)
     max_targets: int = 8  # objects followed at once
     max_prompt_overlap: float = 0.5  # a prompt with a higher IoU with another target's current mask is refused
+    first_target_id: int = 1  # ids are issued from here (a node keeps them unique over several trackers)
 
     def validate(self) -> "TrackerConfig":
         checks = [
@@ -78,6 +79,7 @@ class TrackerConfig:
             (set(self.speedups) <= set(SPEEDUPS), f"speedups {self.speedups}; expected names from {SPEEDUPS}"),
             (self.max_targets >= 1, f"max_targets {self.max_targets}; expected >= 1"),
             (0.0 <= self.max_prompt_overlap <= 1.0, f"max_prompt_overlap {self.max_prompt_overlap}; expected 0..1"),
+            (self.first_target_id >= 1, f"first_target_id {self.first_target_id}; expected >= 1"),
         ]
         for ok, text in checks:
             if not ok:
@@ -108,7 +110,7 @@ class Correspondence:
     # None when nothing is visible. For masks at another size: the official tool thresholds them
     # upsampled straight to the model's square (spec 2.8).
     logits: torch.Tensor | None = None
-    target_id: int = 0  # the target this result is for (ids are issued from 1, never reused)
+    target_id: int = 0  # the target this result is for (issued from first_target_id, never reused)
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,7 @@ class CorrespondenceTracker:
         self.engine = CorrespondenceEngine(self.model, config.banks, probe)
         self.probe = probe
         self._targets: dict[int, _Target] = {}
-        self._next_id = 1
+        self._next_id = config.first_target_id
         self._last_stamp: float | None = None
 
     @classmethod

@@ -48,7 +48,7 @@ from lmeec_ros.bag_record import RECORD_QOS
 from lmeec_ros.frame_pair import stamp_ns
 from lmeec_ros.image_codec import mask_to_image
 from lmeec_ros.msg import Correspondence
-from lmeec_ros.srv import SetTarget
+from lmeec_ros.srv import RemoveTarget, SetTarget
 
 # Reliable matches both best-effort and reliable subscribers; keep-last never blocks the replay.
 REPLAY_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
@@ -315,7 +315,10 @@ class BagPlayer:
 class TargetsFromGroundTruth:
     """An `on_pair` hook that marks targets as a person would: for each change of a schedule, in order,
     ~/set_target with the object's GT mask, box or click in its view, on the first pair from the
-    change's pair on where the object is visible there (see `lmeec_core.target_schedule`)."""
+    change's pair on where the object is visible there (see `lmeec_core.target_schedule`).
+
+    The schedule follows one object at a time: a later change first stops the target of the one
+    before (~/remove_target), then marks its object as a new target, with a new id."""
 
     def __init__(self, node: Node, bag: str | Path, changes: Sequence[TargetChange],
                  service: str = "/lmeec/set_target", topics: BagTopics = BagTopics(), timeout_s: float = 120.0) -> None:
@@ -325,16 +328,27 @@ class TargetsFromGroundTruth:
         self._pairs_seen = 0
         self._node = node
         self._client: Client = node.create_client(SetTarget, service)
+        self._remover: Client = node.create_client(RemoveTarget, service.rsplit("/", 1)[0] + "/remove_target")
 
     def close(self) -> None:
         self._node.destroy_client(self._client)
+        self._node.destroy_client(self._remover)
 
     def __call__(self, pair: Pair[RawImage], republish: Callable[[], None]) -> None:
         index, self._pairs_seen = self._pairs_seen, self._pairs_seen + 1
         prompted = self._schedule.due(index, {view: pair.stamp_of(view) for view in VIEWS})
         if prompted is not None:
+            if self.made and self.made[-1][1].target_id:
+                self._remove(self.made[-1][1].target_id)
             request = set_target_request(prompted.change.view, prompted.stamp_ns, prompted.prompt)
             self.made.append((prompted, self._call_until_accepted(request, republish)))
+
+    def _remove(self, target_id: int) -> None:
+        if not self._remover.wait_for_service(timeout_sec=self.timeout_s):
+            raise TimeoutError(f"{self._remover.service_name} not available within {self.timeout_s} s")
+        answer = call_service(self._remover, RemoveTarget.Request(target_id=target_id), self.timeout_s)
+        if not answer.success:
+            raise RuntimeError(f"{self._remover.service_name}: {answer.message}")
 
     def summary(self) -> list[dict[str, Any]]:
         """Per change of the schedule, JSON-able: where it was made, the prompt given and the node's answer."""

@@ -82,7 +82,8 @@ def replay(session: RosSession, bag: Path, options: ReplayOptions, target_view: 
     """Replay `bag` into the node, optionally marking targets from GT and recording the results.
 
     `target_view` marks the room's target with its GT mask in that view on its first visible pair;
-    `retargets` are the later ~/set_target calls, made in order (see `lmeec_core.target_schedule`).
+    `retargets` are the later changes, made in order (see `lmeec_core.target_schedule`): each stops
+    the target before it (~/remove_target) and marks its object as a new target.
     The figures hold `target` (the first change) and, with retargets, `retargets`.
     """
     changes = schedule(target_view, retargets)
@@ -196,7 +197,8 @@ SCHEDULE_HELP = {
     "replay": ("mark the room's target with its GT mask in this view on its first visible pair",
                "then mark OBJECT (an instance id of the GT instance topics, or 'target') with its GT mask, box "
                "or click (PROMPT: mask|box|click) in VIEW, on the first pair from index PAIR on where it is "
-               "visible there; repeat for more, in order (e.g. 40:ego:box:4)"),
+               "visible there, in place of the target before (removed first); repeat for more, in order "
+               "(e.g. 40:ego:box:4)"),
     "score": ("score per target: the replay marked the room's target first (--set-target of the replay)",
               "score per target: a later change of the replay (its --retarget); the k-th new target id "
               "of the results is the k-th change"),

@@ -60,6 +60,23 @@ class ClockWatch:
         return "sim", ""
 
 
+@dataclass(frozen=True)
+class TargetReport:
+    """One followed target as diagnostics show it."""
+    target_id: int
+    source_view: str
+    memory: dict[str, int]            # the tracker's TargetStatus.memory: bank sizes, pointers, bytes held
+    visible: bool | None = None       # on the last pair processed; None before its first
+    score: float | None = None
+
+    def values(self) -> dict[str, str]:
+        prefix = f"target_{self.target_id}_"
+        seen = {} if self.visible is None else {"visible": str(self.visible).lower(), "score": f"{self.score:.3f}"}
+        return {prefix + key: value for key, value in {
+            "source_view": self.source_view, **seen,
+            **{name: str(self.memory[name]) for name in ("source_bank", "target_bank", "bytes")}}.items()}
+
+
 @dataclass
 class Snapshot:
     """What the node tells Health at each diagnostics tick."""
@@ -72,7 +89,7 @@ class Snapshot:
     topics: dict[str, str]
     input_timeout_s: float
     dropped_pairs: int
-    bank_sizes: dict[str, int] = field(default_factory=dict)
+    targets: list[TargetReport] = field(default_factory=list)   # in id order
 
 
 class Health:
@@ -147,7 +164,8 @@ class Health:
                 "latency_ms_p95": f"{np.percentile(latencies, 95):.1f}" if latencies is not None else "",
                 "dropped_pairs": str(snap.dropped_pairs),
                 **{k: str(v) for k, v in sorted(self._counts.items())},
-                **{k: str(v) for k, v in snap.bank_sizes.items()},
+                "targets": ",".join(str(t.target_id) for t in snap.targets),
+                **{k: v for target in snap.targets for k, v in target.values().items()},
                 "process_rss_mb": f"{_process_rss_mb():.0f}",
                 **_device_memory(snap.device),
                 "last_problem": self._problem,

@@ -126,13 +126,21 @@ def rgb_to_image(rgb: np.ndarray, header: Header) -> Image:
     return pixels_to_image(rgb, header, "rgb8")
 
 
+def labels_to_image(labels: np.ndarray, header: Header) -> Image:
+    """Label image from unsigned integers [H, W]: mono8 while every label fits in a byte, else mono16."""
+    if labels.max(initial=0) <= np.iinfo(np.uint8).max:
+        return pixels_to_image(labels.astype(np.uint8), header, "mono8")
+    return pixels_to_image(labels.astype(np.uint16), header, "mono16")
+
+
 def pixels_to_image(pixels: np.ndarray, header: Header, encoding: str) -> Image:
-    """Image of `encoding` (rgb8, bgr8, rgba8, bgra8 or mono8) from uint8 [H, W(, C)], unpadded."""
+    """Image of `encoding` from unpadded [H, W(, C)] pixels: uint8 for the 8-bit encodings, uint16
+    for the 16-bit ones (written little-endian)."""
     layout = _LAYOUTS[encoding]
-    if pixels.dtype != np.uint8 or layout.bytes_per_channel != 1:
+    if pixels.dtype.kind != "u" or pixels.dtype.itemsize != layout.bytes_per_channel:
         raise InputError(f"cannot write {pixels.dtype} pixels as {encoding}")
     h, w = pixels.shape[:2]
     msg = Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=0,
-                step=w * layout.channels)
-    msg.data = np.ascontiguousarray(pixels).tobytes()
+                step=w * layout.channels * layout.bytes_per_channel)
+    msg.data = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<")).tobytes()
     return msg

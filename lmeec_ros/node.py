@@ -6,6 +6,10 @@ deactivate unsubscribes and keeps the target (its temporal memory restarts: the 
 timeline it was built on); cleanup frees the model; shutdown (finalized) ends the process, since no
 transition leaves that state. With `autostart` (default) the node configures and activates itself.
 
+Targets: up to `max_targets` at once, each with an id that set_target answers and that is never
+reused in the process (not even across cleanup and configure); each pair is encoded once for all
+of them. ~/clear_target (std_srvs/Trigger) stops them all, ~/remove_target one.
+
 Threads: subscriptions check and pair images and hand the newest pair to a single inference
 worker, which drops what it had no time for; services run in their own callback group so that
 set_target is answered while images keep flowing, and hand the prompt to that worker, which runs it
@@ -16,11 +20,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
+import functools
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterable
 from concurrent.futures import CancelledError
 
 import numpy as np
@@ -45,15 +50,15 @@ from lmeec_core.sync import NS_PER_S
 from lmeec_core.tracker import Correspondence as Result
 from lmeec_core.tracker import CorrespondenceTracker, TrackerConfig
 from lmeec_ros import params
-from lmeec_ros.diagnostics import ClockWatch, Health, Snapshot
+from lmeec_ros.diagnostics import ClockWatch, Health, Snapshot, TargetReport
 from lmeec_ros.frame_pair import VIEWS, FramePair, ImageMsg, PairHistory, other_view, stamp_ns
 from lmeec_ros.image_codec import compressed_to_rgb, image_size, image_to_rgb, import_cv2
 from lmeec_ros.newest_only_worker import NewestOnlyWorker
-from lmeec_ros.outputs import OutputPublishers
+from lmeec_ros.outputs import MAX_LABEL, OutputPublishers
 from lmeec_ros.pairing import BACKEND, CameraPairing
 from lmeec_ros.prompt import describe_prompt, prompt_from_request
 from lmeec_ros.shutdown import ignore_stop_signals, on_stop_signal, shut_down, spin_until
-from lmeec_ros.srv import SetTarget
+from lmeec_ros.srv import RemoveTarget, SetTarget
 
 NODE_NAME = "lmeec"
 Images = dict[str, np.ndarray]   # view -> uint8 RGB [H, W, 3]
@@ -61,12 +66,14 @@ LOG_THROTTLE_S = 5.0
 WORKER_STOP_TIMEOUT_S = 10.0
 
 
-def load_tracker(settings: params.Settings) -> CorrespondenceTracker:
-    """The tracker the parameters describe; raises LmeecError subclasses with the reason."""
+def load_tracker(settings: params.Settings, first_target_id: int = 1) -> CorrespondenceTracker:
+    """The tracker the parameters describe, issuing ids from `first_target_id`; raises LmeecError
+    subclasses with the reason."""
     config = TrackerConfig(
         device=_resolve_device(settings.device), dtype=settings.dtype, compression=settings.compression,
         capacity=settings.capacity, banks=settings.banks, visibility_threshold=settings.visibility_threshold,
-        max_time_gap_s=settings.max_time_gap, compile=settings.compile)
+        max_time_gap_s=settings.max_time_gap, compile=settings.compile, max_targets=settings.max_targets,
+        max_prompt_overlap=settings.max_prompt_overlap, first_target_id=first_target_id)
     preset = None if settings.preset == "auto" else settings.preset
     return CorrespondenceTracker.from_checkpoint(settings.checkpoint or None, preset=preset, config=config)
 
@@ -103,14 +110,15 @@ class LmeecNode(LifecycleNode):
         self._history = PairHistory(self._settings.history_size)
         self._tracker: CorrespondenceTracker | None = None
         self._tracker_lock = threading.Lock()
-        # Ids name targets in results; unique over the process, across cleanup and configure.
-        self._target_ids = itertools.count(1)
-        # Guarded by _tracker_lock: the target followed (0 = none), the newest pair stamp it has
-        # seen (older pairs are late and skipped), each camera's last resolution.
-        self._target_id = 0
+        # Ids name targets in results; unique over the process, across cleanup and configure: each
+        # tracker issues them from one above the largest issued before.
+        self._issued = 0
+        # Guarded by _tracker_lock (replaced, never changed in place, so other threads may read
+        # it without the lock): the targets followed, by id. Also under the lock: the newest pair
+        # stamp processed (older pairs are late and skipped), each camera's last resolution.
+        self._targets: dict[int, TargetReport] = {}
         self._last_stamp_ns: int | None = None
         self._sizes: dict[str, tuple[int, int]] = {}
-        self._bank_sizes: dict[str, int] = {}
         self._time_jumped = threading.Event()
         self._last_logged: dict[str, float] = {}
         self._outputs: OutputPublishers | None = None
@@ -120,6 +128,7 @@ class LmeecNode(LifecycleNode):
         service_group = MutuallyExclusiveCallbackGroup()
         self.create_service(SetTarget, "~/set_target", self._on_set_target, callback_group=service_group)
         self.create_service(Trigger, "~/clear_target", self._on_clear_target, callback_group=service_group)
+        self.create_service(RemoveTarget, "~/remove_target", self._on_remove_target, callback_group=service_group)
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = self.get_parameter("diagnostics_period").value
         if params.check_value("diagnostics_period", period):
@@ -141,7 +150,7 @@ class LmeecNode(LifecycleNode):
             settings = params.read(self)
             if settings.compressed:
                 import_cv2()
-            tracker = load_tracker(settings)
+            tracker = load_tracker(settings, first_target_id=self._issued + 1)
         except Exception as exc:  # noqa: BLE001 - any failure must leave the node alive and say why
             if not isinstance(exc, EXPECTED_FAILURES):
                 self.get_logger().error(traceback.format_exc())
@@ -154,7 +163,7 @@ class LmeecNode(LifecycleNode):
                                       "set the `checkpoint` parameter")
         self._settings, self._tracker, self._configure_error = settings, tracker, ""
         self._history = PairHistory(settings.history_size)
-        self._outputs = OutputPublishers(self, settings.publish_overlay)
+        self._outputs = OutputPublishers(self, settings.publish_overlay, settings.max_targets)
         self._state = "inactive"
         self.get_logger().info(f"configured: {model} on {tracker.device}")
         return super().on_configure(state)
@@ -179,16 +188,15 @@ class LmeecNode(LifecycleNode):
 
     def _following(self) -> str:
         """What activation resumes, for its log line."""
-        if not self._target_id:
+        if not self._targets:
             return "call ~/set_target to start"
-        return (f"following target {self._target_id} again, from {self._tracker.source_view} in "
-                f"{other_view(self._tracker.source_view)}; its temporal memory starts afresh")
+        return f"following {_describe_targets(self._targets)} again; temporal memory starts afresh"
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_inputs()
         with self._tracker_lock:
-            kept = self._target_id
-            if kept:
+            kept = _describe_targets(self._targets)
+            if self._targets:
                 # Frames after the pause do not continue the ones before it: a memory built on
                 # those would be stale, and the stamp gap would read as a time jump.
                 self._reset_memory()
@@ -197,8 +205,8 @@ class LmeecNode(LifecycleNode):
         self._history.clear()
         self._time_jumped.clear()
         self._state = "inactive"
-        self.get_logger().info(f"deactivated: target {kept} kept, its temporal memory reset; activate to "
-                               "follow it again" if kept else "deactivated")
+        self.get_logger().info(f"deactivated: {kept} kept, temporal memory reset; activate to follow again"
+                               if kept else "deactivated")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -239,8 +247,7 @@ class LmeecNode(LifecycleNode):
             self._outputs.destroy()
             self._outputs = None
         with self._tracker_lock:
-            self._tracker, self._target_id, self._last_stamp_ns = None, 0, None
-            self._sizes, self._bank_sizes = {}, {}
+            self._tracker, self._targets, self._last_stamp_ns, self._sizes = None, {}, None, {}
         self._history.clear()
 
     def _reset_memory(self) -> None:
@@ -271,7 +278,7 @@ class LmeecNode(LifecycleNode):
     def _on_pair(self, pair: FramePair) -> None:
         self._history.add(pair)
         self._health.pair()
-        if self._target_id and self._worker is not None:
+        if self._targets and self._worker is not None:
             self._worker.submit(pair)
 
     def _on_time_jump(self, view: str, back_ns: int) -> None:
@@ -310,7 +317,7 @@ class LmeecNode(LifecycleNode):
             self._input_problem("bad_images", str(exc))
             return
         with self._tracker_lock:
-            if not self._target_id or self._tracker is None:
+            if not self._targets or self._tracker is None:
                 return
             if self._time_jumped.is_set():
                 self._time_jumped.clear()
@@ -319,18 +326,17 @@ class LmeecNode(LifecycleNode):
                 self._health.count("late_pairs")
                 return
             self._check_resolutions(images)
-            target_id = self._target_id
             try:
-                result = self._tracker.step(images["ego"], images["exo"], stamp=pair.stamp_ns / NS_PER_S)
+                results = self._tracker.step_all(images["ego"], images["exo"], stamp=pair.stamp_ns / NS_PER_S)
             except InputError as exc:
                 self._input_problem("bad_images", str(exc))
                 return
             self._last_stamp_ns = pair.stamp_ns
-            self._bank_sizes = self._tracker.memory_stats()
-        if result.memory_reset:
+            self._update_targets(results.values())
+        if any(result.memory_reset for result in results.values()):
             self._input_problem("memory_resets", f"stamps jumped forward by more than max_time_gap "
-                                f"({self._settings.max_time_gap} s): temporal memory reset, target kept")
-        self._publish(result, pair, target_id, images)
+                                f"({self._settings.max_time_gap} s): temporal memory reset, targets kept")
+        self._publish(list(results.values()), pair, images)
 
     def _check_resolutions(self, images: Images) -> None:
         """A camera changing resolution resets the memory (called under the tracker lock)."""
@@ -338,37 +344,54 @@ class LmeecNode(LifecycleNode):
         changed = [v for v in VIEWS if self._sizes.get(v, sizes[v]) != sizes[v]]
         if changed:
             text = "; ".join(f"{v} resolution changed from {self._sizes[v][1]}x{self._sizes[v][0]} to "
-                             f"{sizes[v][1]}x{sizes[v][0]}" for v in changed) + ": temporal memory reset, target kept"
+                             f"{sizes[v][1]}x{sizes[v][0]}" for v in changed) + ": temporal memory reset, targets kept"
             self._tracker.reset()
             self._input_problem("resolution_changes", text)
         self._sizes = sizes
 
-    def _start_following(self, view: str, prompt: dict[str, object], pair: FramePair) -> tuple[int, Result]:
-        """Make the prompt the target on `pair` and publish its first result (worker thread)."""
+    def _update_targets(self, results: Iterable[Result] = ()) -> None:
+        """Replace the record of the targets followed from the tracker, with the visibility of
+        `results` where given and the last known one otherwise (called under the tracker lock)."""
+        latest = {result.target_id: result for result in results}
+        reports = {}
+        for target_id, status in self._tracker.targets().items():
+            result, before = latest.get(target_id), self._targets.get(target_id)
+            seen = ((result.visible, result.score) if result is not None
+                    else (before.visible, before.score) if before is not None else (None, None))
+            reports[target_id] = TargetReport(target_id, status.source_view, status.memory, *seen)
+        self._targets = reports
+
+    def _start_following(self, view: str, prompt: dict[str, object], pair: FramePair,
+                         target_id: int) -> tuple[int, Result]:
+        """Add the prompt as a target on `pair`, or re-target `target_id` with it, and publish its
+        first ~/correspondence (worker thread). The other targets are not touched."""
         images = self._decode(pair)
         with self._tracker_lock:
             if self._tracker is None:
                 raise StateError("the model was unloaded while the request waited")
-            try:
-                result = self._tracker.set_target(view, images["ego"], images["exo"], **prompt)
-            finally:
-                if not self._tracker.has_target:   # a prompt that selects nothing has replaced the target
-                    self._target_id = 0
-            self._target_id = target_id = next(self._target_ids)
-            self._last_stamp_ns = pair.stamp_ns
+            if not target_id and self._issued >= MAX_LABEL:
+                raise StateError(f"{self._issued} target ids were issued, the most a ~/mask label image (mono16) "
+                                 "can hold; expected target_id of a current target to re-target it")
+            target_id, result = self._tracker.add_target(view, images["ego"], images["exo"], target_id=target_id,
+                                                         **prompt)
+            self._issued = max(self._issued, target_id)
+            if self._last_stamp_ns is None or pair.stamp_ns > self._last_stamp_ns:
+                self._last_stamp_ns = pair.stamp_ns
             self._sizes = {v: images[v].shape[:2] for v in VIEWS}
-            self._bank_sizes = self._tracker.memory_stats()
-        self._publish(result, pair, target_id, images)
+            self._update_targets([result])
+        outputs = self._outputs
+        if outputs is not None and self._state == "active":
+            outputs.publish_correspondence(result, lambda v: self._header(v, pair.msg(v)))
         return target_id, result
 
-    def _publish(self, result: Result, pair: FramePair, target_id: int, images: Images) -> None:
-        outputs = self._outputs
-        if outputs is None or self._state != "active" or target_id != self._target_id:
-            return   # inactive, or the target was cleared or replaced while this result was computed
-        target, source = result.target_view, result.source_view
-        target_header = self._header(target, pair.msg(target))
-        outputs.publish(result, target_id, target_header, self._header(source, pair.msg(source)), images[target])
-        latency_ns = self.get_clock().now().nanoseconds - stamp_ns(target_header.stamp)
+    def _publish(self, results: list[Result], pair: FramePair, images: Images) -> None:
+        """Publish a pair's results, less those of targets removed while they were computed."""
+        outputs, followed = self._outputs, self._targets
+        results = [result for result in results if result.target_id in followed]
+        if outputs is None or self._state != "active" or not results:
+            return   # inactive, or every target was cleared while this pair was processed
+        outputs.publish_pair(results, lambda v: self._header(v, pair.msg(v)), images)
+        latency_ns = self.get_clock().now().nanoseconds - pair.stamp_ns
         self._health.result(latency_ns / 1e6)
 
     def _input_problem(self, kind: str, text: str) -> None:
@@ -410,13 +433,16 @@ class LmeecNode(LifecycleNode):
         prompt = prompt_from_request(request, self._settings.max_image_pixels)
         pair = self._pair_for(request.view, stamp_ns(request.stamp))
         try:
-            target_id, result = worker.call(lambda: self._start_following(request.view, prompt, pair)).result()
+            target_id, result = worker.call(
+                functools.partial(self._start_following, request.view, prompt, pair, request.target_id)).result()
         except CancelledError:
             raise StateError("the node stopped inference (deactivate, cleanup or shutdown) before the prompt "
                              "ran; expected it active") from None
         seen = f"visible (score {result.score:.2f})" if result.visible else f"not visible (score {result.score:.2f})"
-        return target_id, (f"target {target_id} set in {request.view} ({describe_prompt(prompt)}); "
-                           f"following it in {other_view(request.view)}, {seen} on this pair")
+        done = "re-targeted" if request.target_id else "set"
+        return target_id, (f"target {target_id} {done} in {request.view} ({describe_prompt(prompt)}); "
+                           f"following it in {other_view(request.view)}, {seen} on this pair; "
+                           f"{len(self._targets)} of max_targets={self._settings.max_targets} followed")
 
     def _pair_for(self, view: str, wanted_ns: int) -> FramePair:
         """The pair a set_target stamp names (zero: the latest one)."""
@@ -434,15 +460,38 @@ class LmeecNode(LifecycleNode):
         return pair
 
     def _on_clear_target(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """Stop following every target (the call of the one-target node, kept as it was)."""
         with self._tracker_lock:
-            cleared, self._target_id, self._last_stamp_ns = self._target_id, 0, None
+            cleared, self._targets, self._last_stamp_ns = _describe_targets(self._targets), {}, None
             if self._tracker is not None:
                 self._tracker.clear()
         if self._worker is not None:
             self._worker.discard_pending()
         response.success = True
-        response.message = f"target {cleared} cleared" if cleared else "no target was set"
+        response.message = f"{cleared} cleared" if cleared else "no target was set"
         self.get_logger().info(response.message)
+        return response
+
+    def _on_remove_target(self, request: RemoveTarget.Request,
+                          response: RemoveTarget.Response) -> RemoveTarget.Response:
+        """Stop following one target; the others go on with their memory untouched."""
+        with self._tracker_lock:
+            if self._tracker is not None and request.target_id in self._targets:
+                self._tracker.remove_target(request.target_id)
+                self._update_targets()
+                response.success = True
+            if not self._targets:
+                self._last_stamp_ns = None
+            remaining = sorted(self._targets)
+        response.target_ids = remaining
+        if response.success:
+            response.message = f"target {request.target_id} removed; {_describe_targets(self._targets) or 'none'} left"
+            self.get_logger().info(response.message)
+        else:
+            response.message = (f"remove_target refused: target {request.target_id} is unknown; expected one of "
+                                f"the current ids {remaining} (~/clear_target removes them all)")
+            self._health.count("remove_target_refused")
+            self.get_logger().warning(response.message)
         return response
 
     # Parameters and diagnostics -------------------------------------------------------------
@@ -472,7 +521,7 @@ class LmeecNode(LifecycleNode):
             sync_backend=BACKEND, topics=self._input_topics() if self._state == "active" else {},
             input_timeout_s=self._settings.input_timeout,
             dropped_pairs=self._worker.dropped if self._worker is not None else 0,
-            bank_sizes=dict(self._bank_sizes))
+            targets=[self._targets[target_id] for target_id in sorted(self._targets)])
         array = DiagnosticArray(status=[self._health.status(snap)])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)
@@ -482,16 +531,23 @@ class LmeecNode(LifecycleNode):
             return self._configure_error
         if self._state != "active":
             return ""
-        if not self._target_id:
+        if not self._targets:
             return "no target: call ~/set_target"
-        tracker = self._tracker
-        source = tracker.source_view if tracker is not None else "?"
-        return f"following target {self._target_id} from {source} in {other_view(source)}"
+        return f"following {_describe_targets(self._targets)}"
 
     def _device(self) -> str:
         """The torch device in use, or the one the `device` parameter names while no model is loaded."""
         tracker = self._tracker
         return str(tracker.device) if tracker is not None else _resolve_device(self._settings.device)
+
+
+def _describe_targets(targets: dict[int, TargetReport]) -> str:
+    """"target 1 (ego -> exo)", "targets 1 (ego -> exo), 3 (exo -> ego)", or "" for none."""
+    if not targets:
+        return ""
+    described = ", ".join(f"{target_id} ({targets[target_id].source_view} -> "
+                          f"{other_view(targets[target_id].source_view)})" for target_id in sorted(targets))
+    return f"target{'s' if len(targets) > 1 else ''} {described}"
 
 
 def parse_command_line(argv: list[str]) -> None:

@@ -77,6 +77,8 @@ class Settings:
     capacity: int = _param(6, "Entries per memory bank (M in the paper).", minimum=1)
     banks: str = _param("dual", "Memory banks used: both views (dual), the source view's only or the target view's only.", choices=("dual", "source", "target"))
     visibility_threshold: float = _param(0.5, "Score at or above which the target counts as visible in the other camera.", minimum=0.0, maximum=1.0)
+    max_targets: int = _param(8, "Most targets followed at once; a set_target that would add one more is refused. Each image is encoded once per pair whatever the number.", minimum=1)
+    max_prompt_overlap: float = _param(0.5, "A set_target prompt whose mask overlaps another target's current mask in that camera with IoU above this is refused (re-target that id instead); 1 accepts any overlap.", minimum=0.0, maximum=1.0)
     max_time_gap: float = _param(2.0, "A forward stamp jump larger than this (s) resets the temporal memory (the prompt is kept). Stamps going backwards always reset it.", minimum=0.001)
     publish_overlay: bool = _param(False, "Also publish ~/overlay: the target image with the mask and box drawn (costs a copy per frame).")
     input_timeout: float = _param(2.0, "Seconds without images from a camera (counted from activation), or with use_sim_time without /clock advancing, before diagnostics warn.", minimum=0.0, dynamic=True)

@@ -36,7 +36,7 @@ try:
 
     from lmeec_ros.local_ros import local_environment, pick_domain_id, start_node, stop_node
     import lmeec_ros.msg  # noqa: F401 - the built interfaces, needed by every ROS test
-    from lmeec_ros.srv import SetTarget
+    from lmeec_ros.srv import RemoveTarget, SetTarget
     ROS_MISSING = ""
 except ImportError as exc:
     ROS_MISSING = str(exc)
@@ -286,6 +286,9 @@ class RosClient:
 
     def clear_target(self) -> "Trigger.Response":
         return self.call(Trigger, f"{NODE_NS}/clear_target", Trigger.Request())
+
+    def remove_target(self, target_id: int) -> "RemoveTarget.Response":
+        return self.call(RemoveTarget, f"{NODE_NS}/remove_target", RemoveTarget.Request(target_id=target_id))
 
     def transition(self, transition_id: int, timeout_s: float = 120.0) -> bool:
         request = ChangeState.Request(transition=Transition(id=transition_id))

@@ -155,11 +155,11 @@ def test_activating_again_follows_the_kept_target_with_a_fresh_memory_and_no_war
     assert corr.wait_for().target_id == TARGET_IDS[-1]
     status, values = diagnostics_now(client)
     assert status.level == DiagnosticStatus.OK, status.message
-    assert status.message == f"following target {TARGET_IDS[-1]} from ego in exo"
+    assert status.message == f"following target {TARGET_IDS[-1]} (ego -> exo)"
     assert "memory_resets" not in values and values["memory_resets_at_deactivation"] == "1"
     log = node.output()
-    assert f"deactivated: target {TARGET_IDS[-1]} kept, its temporal memory reset" in log
-    assert f"following target {TARGET_IDS[-1]} again, from ego in exo; its temporal memory starts afresh" in log
+    assert f"deactivated: target {TARGET_IDS[-1]} (ego -> exo) kept, temporal memory reset" in log
+    assert f"following target {TARGET_IDS[-1]} (ego -> exo) again; temporal memory starts afresh" in log
     assert "max_time_gap" not in log, log
 
 

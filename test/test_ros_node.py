@@ -118,9 +118,9 @@ def test_a_target_marked_in_ego_is_reported_in_exo_with_the_exo_header(client, t
     assert answer.success, answer.message
     assert answer.target_id >= 1 and "following it in exo" in answer.message
 
-    corr = topics["correspondence"].wait_for(lambda m: m.header.stamp.sec > 0)
-    first_stamp = stamp_of(corr)
-    assert first_stamp in stream["exo"]
+    prompt = topics["correspondence"].wait_for(lambda m: m.header.stamp.sec > 0)   # the prompt pair's
+    corr = topics["correspondence"].wait_for(lambda m: stamp_of(m) > stamp_of(prompt))    # a tracked pair's
+    assert stamp_of(corr) in stream["exo"]
     assert (corr.source_view, corr.target_view, corr.target_id) == ("ego", "exo", answer.target_id)
     assert corr.header.frame_id == "exo_cam"
     assert (corr.mask.width, corr.mask.height, corr.mask.encoding) == (*EXO_SIZE, "mono8")
@@ -128,17 +128,22 @@ def test_a_target_marked_in_ego_is_reported_in_exo_with_the_exo_header(client, t
     assert 0.0 <= corr.score <= 1.0
     assert (corr.bbox.width > 0) == (255 in mask_values(corr.mask))
 
-    mask = topics["mask"].wait_for(lambda m: m.header == corr.header)
+    mask = topics["mask"].wait_for(lambda m: m.header == corr.header)   # a label image: pixel = target id
     assert (mask.width, mask.height, mask.encoding) == (*EXO_SIZE, "mono8")
-    assert bytes(mask.data) == bytes(corr.mask.data)
+    labels = np.frombuffer(bytes(mask.data), np.uint8)
+    assert np.array_equal(labels == answer.target_id, np.frombuffer(bytes(corr.mask.data), np.uint8) == 255)
+    assert set(labels.tolist()) <= {0, answer.target_id}
     source = topics["source_mask"].wait_for(lambda m: m.header.frame_id == "ego_cam")
     assert (source.width, source.height, source.encoding) == (*EGO_SIZE, "mono8")
+    assert mask_values(source) <= {0, answer.target_id}
 
     topics["correspondence"].wait_for(lambda m: m.header.stamp != corr.header.stamp)   # keeps following
     status, values = latest_diagnostics(topics, lambda s, v: v["results_per_s"] != "0.00")
     assert status.level == DiagnosticStatus.OK and "following target" in status.message
     assert values["latency_ms_median"] and float(values["latency_ms_median"]) > 0
-    assert {"source_bank", "target_bank", "dropped_pairs", "process_rss_mb"} <= values.keys()
+    assert values["targets"] == str(answer.target_id)
+    assert {f"target_{answer.target_id}_{key}" for key in ("source_bank", "target_bank", "visible", "bytes")} \
+        | {"dropped_pairs", "process_rss_mb"} <= values.keys()
 
 
 def test_clearing_stops_the_output_and_a_target_in_exo_is_reported_in_ego(client, topics, stream):
@@ -146,7 +151,7 @@ def test_clearing_stops_the_output_and_a_target_in_exo_is_reported_in_ego(client
     first = client.set_target(view="ego", mask=mask_image(*EGO_SIZE, (40, 30, 80, 60)))
     assert first.success, first.message
     cleared = client.clear_target()
-    assert cleared.success and cleared.message == f"target {first.target_id} cleared"
+    assert cleared.success and cleared.message == f"target {first.target_id} (ego -> exo) cleared"
     time.sleep(1.0)   # results already in flight arrive
     topics["correspondence"].clear()
     time.sleep(1.5)

@@ -7,6 +7,8 @@ is processed on every pair) checks the numbers; the shipped checkpoint checks so
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -110,6 +112,9 @@ def test_ids_are_stable_and_never_reused(nano_model, scene):
     assert _add(tracker, f, A)[0] == 4
     assert tracker.set_target("ego", f.ego_image, f.exo_image, mask=_mask(f, B)).target_id == 5
     assert tracker.target_ids == (5,) and tracker.target_id == 5  # set_target replaced every target
+    # A node building a new tracker (configure after cleanup) goes on from the ids it issued.
+    later = CorrespondenceTracker(nano_model, replace(CONFIG, first_target_id=6))
+    assert _add(later, f, A)[0] == 6
 
 
 def test_refusals_name_the_problem_and_change_nothing(nano_model, scene):
