@@ -5,6 +5,12 @@ ego/exo pairs at a fixed rate and resolution, marks a target once, and measures,
 received, the time from the image stamp (set when the pair is published) to its receipt. The lag
 trend (latency change per second of run) tells whether the node keeps up by dropping pairs (about
 zero) or falls behind (positive). `python -m lmeec_ros.bench_node --help` runs it alone.
+
+`run_targets()` measures the cost of following several targets: one node, the target counts in
+increasing order (targets are added, each marked in ego on its own part of the image), and for
+each count pairs published in lockstep (the next once the ~/mask of this one arrived), so that each
+pair's latency is its own processing time, with no queueing. Memory: the node's RSS and the bytes
+each target holds (from /diagnostics) at the start and the end of each count's run.
 """
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +33,15 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
+from lmeec_core.cli import target_counts
 from lmeec_ros.local_ros import local_environment, pick_domain_id, start_node, stop_node, used_by_this_process
 from lmeec_ros.srv import SetTarget
 
 NS_PER_S = 1_000_000_000
 STARTUP_TIMEOUT_S = 120.0
 DRAIN_S = 3.0   # results still in flight when publishing stops
+WARMUP_PAIRS = 3   # per target count, before timing
+DIAGNOSTICS_WAIT_S = 1.5   # longer than the default diagnostics_period
 
 
 class _Client:
@@ -45,7 +56,10 @@ class _Client:
         self.latencies: list[tuple[float, float]] = []   # (seconds since start, latency ms)
         self.dropped_pairs = 0
         self.late_pairs = 0
+        self.diagnostics: dict[str, str] = {}   # the latest values of the node's status
         self._start_ns = 0
+        self._received = threading.Condition()
+        self._last_stamp_ns = 0   # of the newest ~/mask
         self.node.create_subscription(Image, "/lmeec/mask", self._on_mask, 10)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.set_target_client = self.node.create_client(SetTarget, "/lmeec/set_target")
@@ -66,19 +80,31 @@ class _Client:
         stamp = msg.header.stamp.sec * NS_PER_S + msg.header.stamp.nanosec
         if self._start_ns and stamp >= self._start_ns:
             self.latencies.append(((now - self._start_ns) / NS_PER_S, (now - stamp) / 1e6))
+        with self._received:
+            self._last_stamp_ns = max(self._last_stamp_ns, stamp)
+            self._received.notify_all()
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
             values = {kv.key: kv.value for kv in status.values}
             if "dropped_pairs" in values:
+                self.diagnostics = values
                 self.dropped_pairs = int(values["dropped_pairs"])
                 self.late_pairs = int(values.get("late_pairs", 0))
 
-    def publish_pair(self, frames: dict[str, Image]) -> None:
-        sec, nanosec = divmod(self.now_ns(), NS_PER_S)
+    def publish_pair(self, frames: dict[str, Image]) -> int:
+        """Publish both images stamped now; returns the stamp (ns)."""
+        now = self.now_ns()
+        sec, nanosec = divmod(now, NS_PER_S)
         for view, msg in frames.items():
             msg.header.stamp = Time(sec=sec, nanosec=nanosec)
             self.cameras[view].publish(msg)
+        return now
+
+    def wait_for_mask(self, stamp_ns: int, timeout_s: float) -> bool:
+        """Whether a ~/mask of stamp `stamp_ns` (or newer) arrived within `timeout_s`."""
+        with self._received:
+            return self._received.wait_for(lambda: self._last_stamp_ns >= stamp_ns, timeout_s)
 
     def set_target(self, mask: Image, timeout_s: float) -> SetTarget.Response:
         future = self.set_target_client.call_async(SetTarget.Request(view="ego", mask=mask))
@@ -103,8 +129,22 @@ def _frame(width: int, height: int, view: str) -> Image:
 
 
 def _centre_mask(width: int, height: int) -> Image:
+    return _mask(width, height, (width // 3, height // 3, 2 * width // 3, 2 * height // 3))
+
+
+def _cell_mask(width: int, height: int, index: int) -> Image:
+    """Target `index` (0..7) of a targets run: the middle of cell `index` of a 4x2 grid, so no two overlap."""
+    col, row = index % 4, index // 4
+    cell_w, cell_h = width // 4, height // 2
+    x0, y0 = col * cell_w + cell_w // 4, row * cell_h + cell_h // 4
+    return _mask(width, height, (x0, y0, x0 + cell_w // 2, y0 + cell_h // 2))
+
+
+def _mask(width: int, height: int, box: tuple[int, int, int, int]) -> Image:
+    """mono8 mask, 255 inside `box` (x0, y0, x1, y1; exclusive ends)."""
     mask = np.zeros((height, width), np.uint8)
-    mask[height // 3: 2 * height // 3, width // 3: 2 * width // 3] = 255
+    x0, y0, x1, y1 = box
+    mask[y0:y1, x0:x1] = 255
     msg = Image(height=height, width=width, encoding="mono8", step=width)
     msg.data = mask.tobytes()
     return msg
@@ -142,46 +182,112 @@ def _stats(latencies: list[tuple[float, float]]) -> dict[str, float]:
             "lag_trend_ms_per_s": round(trend, 3)}
 
 
+@contextmanager
+def _node_session(parameters: dict[str, object]) -> Iterator[tuple[_Client, subprocess.Popen, Path]]:
+    """The node with `parameters`, in its own process on a private DDS set-up, and a client for it."""
+    with tempfile.TemporaryDirectory(prefix="lmeec_bench_") as workdir:
+        domain_id = pick_domain_id()
+        env = local_environment(Path(workdir), domain_id)
+        log_path = Path(workdir) / "node.log"
+        with log_path.open("w") as log, used_by_this_process(env):
+            # Values are YAML: quoting keeps "" and "b+" strings.
+            proc = start_node(env, [a for k, v in parameters.items() for a in ("-p", f"{k}:={json.dumps(v)}")], log)
+            client = _Client(domain_id)
+            try:
+                yield client, proc, log_path
+            finally:
+                client.close()
+                stop_node(proc)
+
+
 def run(width: int = 640, height: int = 480, rate_hz: float = 15.0, duration_s: float = 30.0,
         checkpoint: str = "", preset: str = "nano", device: str = "auto",
         exo_width: int | None = None, exo_height: int | None = None, dtype: str = "fp32") -> dict:
     """Benchmark the node at one resolution and rate; returns JSON-able statistics."""
     exo_size = (exo_width or width, exo_height or height)
-    with tempfile.TemporaryDirectory(prefix="lmeec_bench_") as workdir:
-        domain_id = pick_domain_id()
-        env = local_environment(Path(workdir), domain_id)
-        log_path = Path(workdir) / "node.log"
-        overrides = {"checkpoint": checkpoint, "preset": preset, "device": device, "dtype": dtype}
-        with log_path.open("w") as log, used_by_this_process(env):
-            # Values are YAML: quoting keeps "" and "b+" strings.
-            proc = start_node(env, [a for k, v in overrides.items() for a in ("-p", f"{k}:={json.dumps(v)}")], log)
-            client = _Client(domain_id)
-            try:
-                frames = {"ego": _frame(width, height, "ego"), "exo": _frame(*exo_size, "exo")}
-                _mark_target(client, frames, _centre_mask(width, height), STARTUP_TIMEOUT_S, proc, log_path)
-                dropped_before = client.dropped_pairs
-                client.start_clock()
-                published = 0
-                start = time.monotonic()
-                while (elapsed := time.monotonic() - start) < duration_s:
-                    client.publish_pair(frames)
-                    published += 1
-                    time.sleep(max(0.0, published / rate_hz - (time.monotonic() - start)))
-                time.sleep(DRAIN_S)
-                received = len(client.latencies)
-                result = {
-                    "ego_resolution": f"{width}x{height}", "exo_resolution": f"{exo_size[0]}x{exo_size[1]}",
-                    "rate_hz": rate_hz, "duration_s": round(elapsed, 2), "checkpoint": checkpoint,
-                    "preset": preset, "device": device, "dtype": dtype,
-                    "published_pairs": published, "results_received": received,
-                    "results_per_s": round(received / elapsed, 2),
-                    "dropped_pairs": client.dropped_pairs - dropped_before, "late_pairs": client.late_pairs,
-                    **_stats(client.latencies),
-                }
-            finally:
-                client.close()
-                stop_node(proc)
-    return result
+    parameters = {"checkpoint": checkpoint, "preset": preset, "device": device, "dtype": dtype}
+    with _node_session(parameters) as (client, proc, log_path):
+        frames = {"ego": _frame(width, height, "ego"), "exo": _frame(*exo_size, "exo")}
+        _mark_target(client, frames, _centre_mask(width, height), STARTUP_TIMEOUT_S, proc, log_path)
+        dropped_before = client.dropped_pairs
+        client.start_clock()
+        published = 0
+        start = time.monotonic()
+        while (elapsed := time.monotonic() - start) < duration_s:
+            client.publish_pair(frames)
+            published += 1
+            time.sleep(max(0.0, published / rate_hz - (time.monotonic() - start)))
+        time.sleep(DRAIN_S)
+        received = len(client.latencies)
+        return {
+            "ego_resolution": f"{width}x{height}", "exo_resolution": f"{exo_size[0]}x{exo_size[1]}",
+            "rate_hz": rate_hz, "duration_s": round(elapsed, 2), "checkpoint": checkpoint,
+            "preset": preset, "device": device, "dtype": dtype,
+            "published_pairs": published, "results_received": received,
+            "results_per_s": round(received / elapsed, 2),
+            "dropped_pairs": client.dropped_pairs - dropped_before, "late_pairs": client.late_pairs,
+            **_stats(client.latencies),
+        }
+
+
+def run_targets(counts: tuple[int, ...] = (1, 2, 4, 8), width: int = 640, height: int = 480,
+                duration_s: float = 20.0, checkpoint: str = "", preset: str = "nano", device: str = "auto",
+                dtype: str = "fp32", timeout_s: float = 60.0) -> dict:
+    """Per-pair time and memory of the node following each of `counts` targets (at most 8); JSON-able."""
+    counts = tuple(sorted(counts))
+    if counts[-1] > 8:
+        raise ValueError(f"targets {counts}; expected at most 8 (one per cell of the 4x2 prompt grid)")
+    # Prompts are disjoint boxes: the overlap refusal is not what is measured (random weights track anywhere).
+    parameters = {"checkpoint": checkpoint, "preset": preset, "device": device, "dtype": dtype,
+                  "max_targets": counts[-1], "max_prompt_overlap": 1.0}
+    report: dict = {"ego_resolution": f"{width}x{height}", "exo_resolution": f"{width}x{height}",
+                    "checkpoint": checkpoint, "preset": preset, "device": device, "dtype": dtype,
+                    "seconds_per_count": duration_s, "targets": {}}
+    with _node_session(parameters) as (client, proc, log_path):
+        frames = {"ego": _frame(width, height, "ego"), "exo": _frame(width, height, "exo")}
+        _mark_target(client, frames, _cell_mask(width, height, 0), STARTUP_TIMEOUT_S, proc, log_path)
+        followed = 1
+        for count in counts:
+            while followed < count:
+                answer = client.set_target(_cell_mask(width, height, followed), timeout_s)
+                if not answer.success:
+                    raise RuntimeError(answer.message)
+                followed += 1
+            report["targets"][str(count)] = _lockstep(client, frames, duration_s, timeout_s)
+    one = report["targets"].get("1")
+    for figures in report["targets"].values():
+        if one is not None and figures is not one:
+            figures["cost_vs_one_target"] = round(figures["ms_per_pair_median"] / one["ms_per_pair_median"], 3)
+    return report
+
+
+def _lockstep(client: _Client, frames: dict[str, Image], duration_s: float, timeout_s: float) -> dict:
+    """Pairs published one at a time for `duration_s`: per-pair time (publish to ~/mask) and memory."""
+    for _ in range(WARMUP_PAIRS):
+        if not client.wait_for_mask(client.publish_pair(frames), timeout_s):
+            raise TimeoutError(f"no ~/mask within {timeout_s} s")
+    memory_start = _memory(client.diagnostics)
+    times_ms, lost = [], 0
+    start = time.monotonic()
+    while time.monotonic() - start < duration_s:
+        begin = time.perf_counter()
+        if client.wait_for_mask(client.publish_pair(frames), timeout_s):
+            times_ms.append(1e3 * (time.perf_counter() - begin))
+        else:
+            lost += 1
+    time.sleep(DIAGNOSTICS_WAIT_S)   # the next status, after the last pair
+    ms = np.array(times_ms)
+    return {"pairs": len(times_ms), "pairs_without_result": lost,
+            "ms_per_pair_median": round(float(np.median(ms)), 1),
+            "ms_per_pair_p95": round(float(np.percentile(ms, 95)), 1),
+            "memory_start": memory_start, "memory_end": _memory(client.diagnostics)}
+
+
+def _memory(values: dict[str, str]) -> dict:
+    """RSS and the bytes each target holds, from the node's diagnostics."""
+    targets = [t for t in values.get("targets", "").split(",") if t]
+    return {"process_rss_mb": float(values.get("process_rss_mb", "nan")),
+            "target_bytes": {t: int(values[f"target_{t}_bytes"]) for t in targets if f"target_{t}_bytes" in values}}
 
 
 def main() -> None:
@@ -196,9 +302,17 @@ def main() -> None:
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--exo-width", type=int, help="default: --width")
     parser.add_argument("--exo-height", type=int, help="default: --height")
+    parser.add_argument("--targets", type=target_counts,
+                        help="target counts such as 1,2,4,8 (at most 8): per-pair time and memory of each, pairs in "
+                             "lockstep, --seconds per count (--rate and the exo size are not used)")
     args = parser.parse_args()
-    print(json.dumps(run(args.width, args.height, args.rate, args.seconds, args.checkpoint, args.preset,
-                         args.device, args.exo_width, args.exo_height, args.dtype), indent=2))
+    if args.targets:
+        result = run_targets(args.targets, args.width, args.height, args.seconds, args.checkpoint, args.preset,
+                             args.device, args.dtype)
+    else:
+        result = run(args.width, args.height, args.rate, args.seconds, args.checkpoint, args.preset,
+                     args.device, args.exo_width, args.exo_height, args.dtype)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
