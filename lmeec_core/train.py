@@ -27,6 +27,7 @@ import os
 import platform
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -42,6 +43,7 @@ from tqdm import tqdm
 
 from .data.clips import (DIRECTION_CHOICES, OBJECT_CHOICES, ClipBatch, ClipConfig, RoomRecipe, SyntheticClips,
                          TakeClips, collate_clips)
+from .attention_supervision import matching_loss, object_tokens, record_cross_attention
 from .contrastive import TrunkForward
 from .data.pairs import FramePairBatch, SyntheticFramePairs, collate_pairs
 from .errors import CheckpointError, ConfigError
@@ -117,6 +119,9 @@ class TrainConfig:
     source_loss_weight: float = _arg(1.0, "weight of the source-view tracking loss (0 = the paper's recipe)")
     prompt_loss_weight: float = _arg(0.0, "weight of a loss on segmenting each clip's first source frame from a "
                                           "sampled box or clicks (SAM 2's prompt training; 0 = the paper's recipe)")
+    match_loss_weight: float = _arg(0.0, "weight of a loss on the F_view cross-attention: target tokens on the "
+                                         "object attend to the source object's memory tokens, others elsewhere "
+                                         "(lmeec_core.attention_supervision; 0 = the paper's recipe)")
     seed: int = _arg(0, "seed of the initial weights, the clip sampling and dropout")
     device: str = _arg("auto", "auto | cpu | cuda | cuda:N (torchrun: the local rank's GPU)")
     threads: int | None = _arg(None, "torch CPU threads (torch.set_num_threads)")
@@ -193,7 +198,7 @@ class ClipForward(nn.Module):
     """
 
     def __init__(self, model: LMEEC, memory_size: int, pointer_frames: int, weights: LossWeights,
-                 source_loss_weight: float, prompt_loss_weight: float = 0.0) -> None:
+                 source_loss_weight: float, prompt_loss_weight: float = 0.0, match_loss_weight: float = 0.0) -> None:
         super().__init__()
         if not 1 <= memory_size <= model.num_maskmem - 1:
             raise ConfigError(f"memory_size {memory_size}; this model has temporal encodings for at most "
@@ -204,6 +209,7 @@ class ClipForward(nn.Module):
         self.weights = weights
         self.source_loss_weight = source_loss_weight
         self.prompt_loss_weight = prompt_loss_weight
+        self.match_loss_weight = match_loss_weight
 
     def forward(self, batch: ClipBatch) -> dict[str, torch.Tensor]:
         model, frames, rows = self.model, batch.num_frames, batch.num_rows
@@ -216,9 +222,14 @@ class ClipForward(nn.Module):
         source_maps, pos = model.encode_memory(source_rows, batch.source_masks.flatten(0, 1), ones)
         memory = _ClipMemory(source=list(_tokens(source_maps).split(rows, dim=1)), pos=_tokens(pos)[:, :rows])
         losses = {name: LossAccumulator(rows) for name in ("target", "source", "prompt")}
+        match = torch.zeros((), device=batch.source_images.device)
         for t in range(frames):
             target = _frame_rows(target_rows, t, rows)
-            losses["target"].add(self._cross_view(t, target, memory), batch.target_masks[t])
+            prediction, attention = self._cross_view(t, target, memory)
+            losses["target"].add(prediction, batch.target_masks[t])
+            if attention:
+                match = match + self._matching(attention, target.size, batch.target_masks[t],
+                                               batch.source_masks[t]) / rows
             if self.source_loss_weight > 0:
                 source = _frame_rows(source_rows, t, rows)
                 losses["source"].add(self._track_source(t, source, memory), batch.source_masks[t])
@@ -226,9 +237,16 @@ class ClipForward(nn.Module):
             first = _frame_rows(source_rows, 0, rows)
             coords, labels = sample_prompt(batch.source_masks[0])
             losses["prompt"].add(model.segment_prompt(first, coords, labels), batch.source_masks[0])
-        return self._outputs(losses)
+        return self._outputs(losses, match)
 
-    def _outputs(self, losses: dict[str, LossAccumulator]) -> dict[str, torch.Tensor]:
+    @staticmethod
+    def _matching(attention: list[torch.Tensor], size: tuple[int, int], target_masks: torch.Tensor,
+                  source_masks: torch.Tensor) -> torch.Tensor:
+        """The matching loss of one frame, summed over rows and averaged over the attention layers."""
+        target_tokens, source_tokens = object_tokens(target_masks, size), object_tokens(source_masks, size)
+        return sum(matching_loss(p, target_tokens, source_tokens).sum() for p in attention) / len(attention)
+
+    def _outputs(self, losses: dict[str, LossAccumulator], match: torch.Tensor) -> dict[str, torch.Tensor]:
         """The weighted total and, detached, each enabled branch's terms and training IoU."""
         weights = {"target": 1.0, "source": self.source_loss_weight, "prompt": self.prompt_loss_weight}
         out: dict[str, torch.Tensor] = {}
@@ -240,6 +258,9 @@ class ClipForward(nn.Module):
             loss = loss + weight * self.weights.total(terms)
             out.update({f"{branch}_{name}": terms[name].detach() for name in LOSS_TERMS})
             out[f"{branch}_iou_train"] = torch.tensor(losses[branch].mean_iou())
+        if self.match_loss_weight > 0:
+            loss = loss + self.match_loss_weight * match
+            out["match"] = match.detach()
         out["loss"] = loss
         return out
 
@@ -269,10 +290,16 @@ class ClipForward(nn.Module):
             num_pointer_tokens = ptr_tokens.shape[0]
         return self.model.condition(view, torch.cat(tokens), torch.cat(encodings), num_pointer_tokens)
 
-    def _cross_view(self, t: int, target: ViewFeatures, memory: _ClipMemory) -> MaskPrediction:
-        """The official target-view step: F_view, F_mem, fusion, decoder; stores the target memory."""
+    def _cross_view(self, t: int, target: ViewFeatures, memory: _ClipMemory
+                    ) -> tuple[MaskPrediction, list[torch.Tensor]]:
+        """The official target-view step: F_view, F_mem, fusion, decoder; stores the target memory.
+
+        Also returns F_view's cross-attention per layer when the matching loss is on (else []).
+        """
         model = self.model
-        f_view = model.condition(target, memory.source[t], memory.pos)
+        recording = record_cross_attention(model.memory_attention) if self.match_loss_weight > 0 else nullcontext([])
+        with recording as attention:
+            f_view = model.condition(target, memory.source[t], memory.pos)
         f_mem = None
         if t > 0:
             tokens, encodings = self._bank(t, [memory.source, memory.target], memory.pos)
@@ -281,7 +308,7 @@ class ClipForward(nn.Module):
         target_memory, _ = model.encode_memory(target, prediction.high_res, prediction.score_logit)
         memory.target.append(_tokens(target_memory))
         memory.target_pointers.append(prediction.obj_ptr)
-        return prediction
+        return prediction, attention
 
     def _track_source(self, t: int, source: ViewFeatures, memory: _ClipMemory) -> MaskPrediction:
         """Source tracking as `CorrespondenceEngine`: frame 0 is the mask prompt, later frames are tracked.
@@ -572,7 +599,7 @@ def stage_objective(model: LMEEC, config: TrainConfig) -> nn.Module:
         return TrunkForward(model)
     pointer_frames = config.pointer_frames or min(config.clip_frames, model.max_obj_ptrs_in_encoder)
     return ClipForward(model, config.memory_size, pointer_frames, config.loss_weights, config.source_loss_weight,
-                       config.prompt_loss_weight)
+                       config.prompt_loss_weight, config.match_loss_weight)
 
 
 def _optimise(run: _Run, batch: ClipBatch | FramePairBatch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
