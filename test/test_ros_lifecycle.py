@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ros_helpers import NodeProcess, diagnostic_values, fastdds_shm_files, mask_image, require_ros
+from ros_helpers import NodeProcess, diagnostic_values, fastdds_shm_files, mask_image, require_ros, stamp_of
 
 require_ros()
 
@@ -131,9 +131,10 @@ def test_once_active_compressed_images_are_followed_and_overlaid(client):
     answer = client.set_target(view="ego", mask=mask_image(*EGO_SIZE, (40, 30, 80, 60)))
     assert answer.success, answer.message
     TARGET_IDS.append(answer.target_id)
-    msg = corr.wait_for(lambda m: m.target_id == answer.target_id)
+    prompt = corr.wait_for(lambda m: m.target_id == answer.target_id)   # the prompt pair's result
+    msg = corr.wait_for(lambda m: m.target_id == answer.target_id and stamp_of(m) > stamp_of(prompt))
     assert (msg.mask.width, msg.mask.height, msg.header.frame_id) == (*EXO_SIZE, "exo_cam")
-    drawn = overlay.wait_for(lambda m: m.header == msg.header)
+    drawn = overlay.wait_for(lambda m: m.header == msg.header)   # per pair processed, with every target
     assert (drawn.width, drawn.height, drawn.encoding) == (*EXO_SIZE, "rgb8")
 
 
