@@ -7,7 +7,8 @@ trend (latency change per second of run) tells whether the node keeps up by drop
 zero) or falls behind (positive). `python -m lmeec_ros.bench_node --help` runs it alone.
 
 `run_targets()` measures the cost of following several targets: one node, the target counts in
-increasing order (targets are added, each marked in ego on its own part of the image), and for
+increasing order (targets are added: GT masks of distinct objects of `lmeec bench`'s synthetic room,
+each marked in a view where it shows, so both directions are exercised), and for
 each count pairs published in lockstep (the next once the ~/mask of this one arrived), so that each
 pair's latency is its own processing time, with no queueing. Memory: the node's RSS and the bytes
 each target holds (from /diagnostics) at the start and the end of each count's run.
@@ -32,8 +33,12 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
+from std_msgs.msg import Header
 
+from lmeec_core.bench import BenchConfig, bench_objects, bench_scene
 from lmeec_core.cli import target_counts
+from lmeec_core.data.synthetic import MAX_OBJECTS, SyntheticScene
+from lmeec_ros.image_codec import mask_to_image, rgb_to_image
 from lmeec_ros.local_ros import local_environment, pick_domain_id, start_node, stop_node, used_by_this_process
 from lmeec_ros.srv import SetTarget
 
@@ -41,7 +46,6 @@ NS_PER_S = 1_000_000_000
 STARTUP_TIMEOUT_S = 120.0
 DRAIN_S = 3.0   # results still in flight when publishing stops
 WARMUP_PAIRS = 3   # per target count, before timing
-DIAGNOSTICS_WAIT_S = 1.5   # longer than the default diagnostics_period
 
 
 class _Client:
@@ -57,6 +61,7 @@ class _Client:
         self.dropped_pairs = 0
         self.late_pairs = 0
         self.diagnostics: dict[str, str] = {}   # the latest values of the node's status
+        self.diagnostics_count = 0
         self._start_ns = 0
         self._received = threading.Condition()
         self._last_stamp_ns = 0   # of the newest ~/mask
@@ -88,7 +93,7 @@ class _Client:
         for status in msg.status:
             values = {kv.key: kv.value for kv in status.values}
             if "dropped_pairs" in values:
-                self.diagnostics = values
+                self.diagnostics, self.diagnostics_count = values, self.diagnostics_count + 1
                 self.dropped_pairs = int(values["dropped_pairs"])
                 self.late_pairs = int(values.get("late_pairs", 0))
 
@@ -101,13 +106,22 @@ class _Client:
             self.cameras[view].publish(msg)
         return now
 
+    def fresh_diagnostics(self, timeout_s: float = 10.0) -> dict[str, str]:
+        """The values of the next status the node publishes (from after this call)."""
+        seen, deadline = self.diagnostics_count, time.monotonic() + timeout_s
+        while self.diagnostics_count <= seen:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no /diagnostics within {timeout_s} s")
+            time.sleep(0.05)
+        return self.diagnostics
+
     def wait_for_mask(self, stamp_ns: int, timeout_s: float) -> bool:
         """Whether a ~/mask of stamp `stamp_ns` (or newer) arrived within `timeout_s`."""
         with self._received:
             return self._received.wait_for(lambda: self._last_stamp_ns >= stamp_ns, timeout_s)
 
-    def set_target(self, mask: Image, timeout_s: float) -> SetTarget.Response:
-        future = self.set_target_client.call_async(SetTarget.Request(view="ego", mask=mask))
+    def set_target(self, mask: Image, timeout_s: float, view: str = "ego") -> SetTarget.Response:
+        future = self.set_target_client.call_async(SetTarget.Request(view=view, mask=mask))
         done = threading.Event()
         future.add_done_callback(lambda _: done.set())
         if not done.wait(timeout_s):
@@ -129,29 +143,28 @@ def _frame(width: int, height: int, view: str) -> Image:
 
 
 def _centre_mask(width: int, height: int) -> Image:
-    return _mask(width, height, (width // 3, height // 3, 2 * width // 3, 2 * height // 3))
-
-
-def _cell_mask(width: int, height: int, index: int) -> Image:
-    """Target `index` (0..7) of a targets run: the middle of cell `index` of a 4x2 grid, so no two overlap."""
-    col, row = index % 4, index // 4
-    cell_w, cell_h = width // 4, height // 2
-    x0, y0 = col * cell_w + cell_w // 4, row * cell_h + cell_h // 4
-    return _mask(width, height, (x0, y0, x0 + cell_w // 2, y0 + cell_h // 2))
-
-
-def _mask(width: int, height: int, box: tuple[int, int, int, int]) -> Image:
-    """mono8 mask, 255 inside `box` (x0, y0, x1, y1; exclusive ends)."""
     mask = np.zeros((height, width), np.uint8)
-    x0, y0, x1, y1 = box
-    mask[y0:y1, x0:x1] = 255
+    mask[height // 3: 2 * height // 3, width // 3: 2 * width // 3] = 255
     msg = Image(height=height, width=width, encoding="mono8", step=width)
     msg.data = mask.tobytes()
     return msg
 
 
+def _scene_objects(width: int, height: int, count: int) -> tuple[dict[str, Image], list[tuple[str, Image]]]:
+    """The first frame of `lmeec bench`'s crowded room at this size, and `count` of its objects as
+    (view, GT mask) prompts, each in a view where it shows (`lmeec_core.bench.bench_objects`)."""
+    config = BenchConfig(ego_size=(height, width), exo_size=(height, width))
+    scene = bench_scene(config, MAX_OBJECTS)
+    first = SyntheticScene(scene).frame(0)
+    frames = {view: rgb_to_image(getattr(first, f"{view}_image"), Header(frame_id=f"{view}_camera"))
+              for view in ("ego", "exo")}
+    prompts = [(view, mask_to_image(getattr(first, f"{view}_instances") == instance, Header()))
+               for instance, view in bench_objects(scene, first, count)]
+    return frames, prompts
+
+
 def _mark_target(client: _Client, frames: dict[str, Image], mask: Image, timeout_s: float,
-                 proc: subprocess.Popen, log_path: Path) -> None:
+                 proc: subprocess.Popen, log_path: Path, view: str = "ego") -> None:
     """Publish pairs until the node is up and has accepted the target."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -159,7 +172,7 @@ def _mark_target(client: _Client, frames: dict[str, Image], mask: Image, timeout
             raise RuntimeError(f"the node exited with code {proc.returncode}:\n{log_path.read_text()[-2000:]}")
         client.publish_pair(frames)
         if client.set_target_client.service_is_ready():
-            answer = client.set_target(mask, timeout_s)
+            answer = client.set_target(mask, timeout_s, view)
             if answer.success:
                 return
             if "no synchronised" not in answer.message:
@@ -233,23 +246,24 @@ def run(width: int = 640, height: int = 480, rate_hz: float = 15.0, duration_s: 
 def run_targets(counts: tuple[int, ...] = (1, 2, 4, 8), width: int = 640, height: int = 480,
                 duration_s: float = 20.0, checkpoint: str = "", preset: str = "nano", device: str = "auto",
                 dtype: str = "fp32", timeout_s: float = 60.0) -> dict:
-    """Per-pair time and memory of the node following each of `counts` targets (at most 8); JSON-able."""
+    """Per-pair time and memory of the node following each of `counts` targets; JSON-able."""
     counts = tuple(sorted(counts))
-    if counts[-1] > 8:
-        raise ValueError(f"targets {counts}; expected at most 8 (one per cell of the 4x2 prompt grid)")
-    # Prompts are disjoint boxes: the overlap refusal is not what is measured (random weights track anywhere).
+    frames, prompts = _scene_objects(width, height, counts[-1])
+    # The prompts are GT masks of distinct objects: the overlap refusal is not what is measured. Adding
+    # targets pauses the stream: that pause is not a time jump that should reset the memory.
     parameters = {"checkpoint": checkpoint, "preset": preset, "device": device, "dtype": dtype,
-                  "max_targets": counts[-1], "max_prompt_overlap": 1.0}
+                  "max_targets": counts[-1], "max_prompt_overlap": 1.0, "max_time_gap": 3600.0}
     report: dict = {"ego_resolution": f"{width}x{height}", "exo_resolution": f"{width}x{height}",
                     "checkpoint": checkpoint, "preset": preset, "device": device, "dtype": dtype,
-                    "seconds_per_count": duration_s, "targets": {}}
+                    "seconds_per_count": duration_s, "source_views": [view for view, _ in prompts], "targets": {}}
     with _node_session(parameters) as (client, proc, log_path):
-        frames = {"ego": _frame(width, height, "ego"), "exo": _frame(width, height, "exo")}
-        _mark_target(client, frames, _cell_mask(width, height, 0), STARTUP_TIMEOUT_S, proc, log_path)
+        view, mask = prompts[0]
+        _mark_target(client, frames, mask, STARTUP_TIMEOUT_S, proc, log_path, view)
         followed = 1
         for count in counts:
             while followed < count:
-                answer = client.set_target(_cell_mask(width, height, followed), timeout_s)
+                view, mask = prompts[followed]
+                answer = client.set_target(mask, timeout_s, view)
                 if not answer.success:
                     raise RuntimeError(answer.message)
                 followed += 1
@@ -266,7 +280,7 @@ def _lockstep(client: _Client, frames: dict[str, Image], duration_s: float, time
     for _ in range(WARMUP_PAIRS):
         if not client.wait_for_mask(client.publish_pair(frames), timeout_s):
             raise TimeoutError(f"no ~/mask within {timeout_s} s")
-    memory_start = _memory(client.diagnostics)
+    memory_start = _memory(client.fresh_diagnostics())
     times_ms, lost = [], 0
     start = time.monotonic()
     while time.monotonic() - start < duration_s:
@@ -275,18 +289,17 @@ def _lockstep(client: _Client, frames: dict[str, Image], duration_s: float, time
             times_ms.append(1e3 * (time.perf_counter() - begin))
         else:
             lost += 1
-    time.sleep(DIAGNOSTICS_WAIT_S)   # the next status, after the last pair
     ms = np.array(times_ms)
     return {"pairs": len(times_ms), "pairs_without_result": lost,
             "ms_per_pair_median": round(float(np.median(ms)), 1),
             "ms_per_pair_p95": round(float(np.percentile(ms, 95)), 1),
-            "memory_start": memory_start, "memory_end": _memory(client.diagnostics)}
+            "memory_start": memory_start, "memory_end": _memory(client.fresh_diagnostics())}
 
 
 def _memory(values: dict[str, str]) -> dict:
     """RSS and the bytes each target holds, from the node's diagnostics."""
     targets = [t for t in values.get("targets", "").split(",") if t]
-    return {"process_rss_mb": float(values.get("process_rss_mb", "nan")),
+    return {"process_rss_mb": float(values["process_rss_mb"]),
             "target_bytes": {t: int(values[f"target_{t}_bytes"]) for t in targets if f"target_{t}_bytes" in values}}
 
 
