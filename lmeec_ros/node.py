@@ -364,7 +364,7 @@ class LmeecNode(LifecycleNode):
     def _start_following(self, view: str, prompt: dict[str, object], pair: FramePair,
                          target_id: int) -> tuple[int, Result]:
         """Add the prompt as a target on `pair`, or re-target `target_id` with it, and publish its
-        first ~/correspondence (worker thread). The other targets are not touched."""
+        first result (worker thread). The other targets are not touched."""
         images = self._decode(pair)
         with self._tracker_lock:
             if self._tracker is None:
@@ -379,9 +379,13 @@ class LmeecNode(LifecycleNode):
                 self._last_stamp_ns = pair.stamp_ns
             self._sizes = {v: images[v].shape[:2] for v in VIEWS}
             self._update_targets([result])
-        outputs = self._outputs
-        if outputs is not None and self._state == "active":
-            outputs.publish_correspondence(result, lambda v: self._header(v, pair.msg(v)))
+            alone = list(self._targets) == [target_id]
+        if alone:   # the pair's results are this target's: every output, as for any pair
+            self._publish([result], pair, images)
+        elif self._outputs is not None and self._state == "active":
+            # The other targets' results for this pair were published with it, or never will be
+            # (a pair older than the last processed): only this target's message.
+            self._outputs.publish_correspondence(result, lambda v: self._header(v, pair.msg(v)))
         return target_id, result
 
     def _publish(self, results: list[Result], pair: FramePair, images: Images) -> None:
