@@ -10,6 +10,7 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from lmeec_core.errors import InputError  # noqa: E402
+from lmeec_core.tracker import Correspondence as Result  # noqa: E402
 from lmeec_ros.image_codec import (compressed_to_rgb, image_to_mask, image_to_rgb,  # noqa: E402
                                    mask_to_image, rgb_to_image)
 from lmeec_ros.outputs import bbox_to_roi, draw_overlay  # noqa: E402
@@ -107,10 +108,16 @@ def test_inclusive_boxes_become_regions_of_interest():
     assert (bbox_to_roi(None).width, bbox_to_roi(None).height) == (0, 0)
 
 
-def test_overlay_tints_the_mask_and_outlines_the_box():
-    rgb = np.zeros((6, 6, 3), np.uint8)
-    mask = np.zeros((6, 6), bool)
-    mask[2:4, 2:4] = True
-    out = draw_overlay(rgb, mask, (2, 2, 3, 3))
-    assert out[0, 0].tolist() == [0, 0, 0] and out[2, 2].tolist() != [0, 0, 0]
+def test_overlay_tints_each_targets_mask_and_outlines_its_box_in_its_colour():
+    rgb = np.zeros((6, 8, 3), np.uint8)
+    results = []
+    for target_id, cols in ((1, slice(1, 3)), (2, slice(5, 7))):
+        mask = np.zeros((6, 8), bool)
+        mask[2:4, cols] = True
+        box = (cols.start, 2, cols.stop - 1, 3)
+        results.append(Result(1, "ego", "exo", mask, box, 0.9, True, mask, target_id=target_id))
+    out = draw_overlay(rgb, results)
+    assert out[0, 0].tolist() == [0, 0, 0]
+    assert out[2, 1].tolist() != [0, 0, 0] and out[2, 5].tolist() != [0, 0, 0]
+    assert out[2, 1].tolist() != out[2, 5].tolist()   # one colour per target
     assert rgb.sum() == 0   # the input is left alone
