@@ -2,10 +2,10 @@
 
 message_filters.ApproximateTimeSynchronizer is used where it is installed (any ROS 2 distribution);
 lmeec_core.sync, which has the same semantics, where it is not (ROS 2 from PyPI wheels). Either way
-every image is first seen by `on_image`, which may refuse it before it reaches the synchroniser (an
-oversized frame), and stamps going backwards on a camera (a bag looping, a simulator restarting)
-empty the synchroniser: the new stamps would otherwise be evicted in favour of the old,
-newer-looking ones and pairing would stall.
+every image is first seen by `on_image`, which may refuse it (an oversized frame) before it changes
+anything: neither the synchroniser nor the camera's newest stamp sees it. Stamps going backwards on
+a camera (a bag looping, a simulator restarting) empty the synchroniser: the new stamps would
+otherwise be evicted in favour of the old, newer-looking ones and pairing would stall.
 """
 from __future__ import annotations
 
@@ -68,14 +68,14 @@ class CameraPairing:
             self._sync.clear()
 
     def _arrived(self, msg: ImageMsg, view: str) -> None:
+        if not self._on_image(view, msg):   # refused: its stamp is not the camera's newest either
+            return
         stamp = stamp_ns(msg.header.stamp)
         last = self._last_stamp.get(view)
         self._last_stamp[view] = stamp
         if last is not None and stamp < last:
             self.clear()
             self._on_time_jump(view, last - stamp)
-        if not self._on_image(view, msg):
-            return
         if message_filters is not None:
             self._inputs[view].signalMessage(msg)
         elif (pair := self._sync.add(VIEWS.index(view), stamp, msg)) is not None:

@@ -18,7 +18,8 @@ import pytest
 from ros_helpers import REPO, require_ros
 
 require_ros()
-pytest.importorskip("launch", reason="ROS 2 launch is not installed (ROS 2 from PyPI); this runs on a ROS install")
+# A submodule: this repository's launch/ folder alone imports as an empty namespace package `launch`.
+pytest.importorskip("launch.actions", reason="ROS 2 launch is not installed (ROS 2 from PyPI); this runs on a ROS install")
 pytest.importorskip("launch_ros", reason="launch_ros is not installed (ROS 2 from PyPI); this runs on a ROS install")
 
 # What `ros2 launch -n` does with a file and `name:=value` arguments: non-interactive, launch sends

@@ -6,7 +6,9 @@ order against that process, through deactivation, re-activation, cleanup and a s
 and end with the shutdown transition, which ends the process.
 """
 import signal
+import struct
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +56,20 @@ def png_image(size, stamp_ns, frame_id, seed):
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
     msg.header.frame_id = frame_id
     msg.data = png.tobytes()
+    return msg
+
+
+def png_header(size, stamp_ns, frame_id):
+    """A CompressedImage holding only a PNG header that announces `size`: all a node may read of an
+    image it is going to refuse for its size."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    msg = CompressedImage(format="png")
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
+    msg.header.frame_id = frame_id
+    msg.data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", *size, 8, 2, 0, 0, 0))
+                + chunk(b"IEND", b""))
     return msg
 
 
@@ -182,6 +198,24 @@ def test_target_ids_stay_unique_across_cleanup_and_configure(client):
     answer = client.set_target(view="ego", mask=mask_image(*EGO_SIZE, (40, 30, 80, 60)))
     assert answer.success, answer.message
     assert answer.target_id > max(TARGET_IDS), (answer.target_id, TARGET_IDS)
+    TARGET_IDS.append(answer.target_id)
+
+
+@pytest.mark.parametrize("size", [(8000, 6000), (20000, 10000)])
+def test_a_compressed_image_announcing_too_many_pixels_is_refused_from_its_header(client, node, size):
+    """8000x6000 is above max_image_pixels; 20000x10000 is also above what Pillow agrees to open
+    (its decompression-bomb guard), which must be a refusal like any other, not an exception."""
+    diagnostics = client.diagnostics()
+    diagnostics.clear()
+    before = int(diagnostic_values(diagnostics.wait_for()).get("oversized_images", 0))
+    client.publisher(COMPRESSED_TOPICS[0], CompressedImage).publish(png_header(size, client.now_ns(), "ego_cam"))
+    refused = diagnostic_values(
+        diagnostics.wait_for(lambda m: int(diagnostic_values(m).get("oversized_images", 0)) > before))
+    assert f"ego image of {size[0]}x{size[1]} ({size[0] * size[1]} px) refused" in refused["last_problem"]
+    corr = client.subscribe("/lmeec/correspondence", Correspondence)
+    corr.clear()
+    corr.wait_for(lambda m: m.target_id == TARGET_IDS[-1])   # the stream goes on
+    assert node.alive() and "Traceback" not in node.output(), node.output()
 
 
 def test_shutdown_finalizes_the_node_and_its_process_exits(node, client):

@@ -260,6 +260,23 @@ def test_an_image_above_max_image_pixels_is_refused_before_pairing(client, topic
     assert values.get("resolution_changes") == before.get("resolution_changes")
 
 
+def test_a_refused_image_leaves_its_camera_timeline_alone(client, topics, stream):
+    """An oversized frame stamped ahead of the stream is refused before its stamp is taken as the
+    camera's newest: the next good frame must not read as stamps going back (a memory reset)."""
+    time.sleep(1.0)
+    assert client.set_target(view="ego", mask=mask_image(*EGO_SIZE, (40, 30, 80, 60))).success
+    topics["correspondence"].wait_for()
+    _, before = latest_diagnostics(topics)
+    ahead_ns = client.now_ns() + 10**9
+    client.publisher("/ego/image_raw").publish(rgb_image(320, 240, ahead_ns, "ego_cam"))
+    latest_diagnostics(topics, lambda s, v: int(v.get("oversized_images", 0)) > int(before.get("oversized_images", 0)))
+    topics["correspondence"].clear()
+    topics["correspondence"].wait_for(lambda m: stamp_of(m) > ahead_ns)   # the stream went past it
+    _, after = latest_diagnostics(topics)
+    assert after.get("time_jumps") == before.get("time_jumps"), after.get("last_problem")
+    assert after.get("memory_resets") == before.get("memory_resets"), after.get("last_problem")
+
+
 def test_a_camera_changing_resolution_resets_memory_and_keeps_the_target(client, topics, stream):
     time.sleep(1.0)
     assert client.set_target(view="ego", mask=mask_image(*EGO_SIZE, (40, 30, 80, 60))).success
