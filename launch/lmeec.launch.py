@@ -20,7 +20,7 @@ PARAMETER_ARGUMENTS = {
     "exo_topic": (str, "Exo (external) camera image topic"),
     "compressed": (bool, "true: subscribe to <topic>/compressed (sensor_msgs/CompressedImage)"),
     "checkpoint": (str, "Model checkpoint file"),
-    "preset": (str, "Model size (nano, t, s, b+); empty: from the checkpoint"),
+    "preset": (str, "Model size: nano, t, s, b+, or auto (from the checkpoint)"),
     "device": (str, "Torch device: auto, cpu, cuda or cuda:N"),
     "publish_overlay": (bool, "true: also publish ~/overlay for viewing"),
 }

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from rclpy.clock import Clock
 
 from lmeec_ros.frame_pair import VIEWS
 
@@ -36,12 +37,37 @@ class RateMeter:
         return len(self._times) / RATE_WINDOW_S
 
 
+class ClockWatch:
+    """Whether the node's clock runs: with use_sim_time it is /clock, which may not have started (no
+    bag playing, no simulator) or may have stopped. Read on the steady clock, which always runs."""
+
+    def __init__(self) -> None:
+        self._last_ns: int | None = None
+        self._changed_at = time.monotonic()
+
+    def check(self, clock: Clock, timeout_s: float) -> tuple[str, str]:
+        """(clock name, problem or "") for diagnostics; `timeout_s` is how long /clock may stand still."""
+        if not getattr(clock, "ros_time_is_active", False):
+            return "system", ""
+        now_ns, now = clock.now().nanoseconds, time.monotonic()
+        if now_ns != self._last_ns:
+            self._last_ns, self._changed_at = now_ns, now
+        if now_ns == 0:
+            return "sim", ("use_sim_time is true and no /clock received yet: is a bag playing (with --clock) "
+                           "or a simulator running?")
+        if now - self._changed_at > timeout_s:
+            return "sim", f"use_sim_time is true and /clock has not advanced for {now - self._changed_at:.1f} s"
+        return "sim", ""
+
+
 @dataclass
 class Snapshot:
     """What the node tells Health at each diagnostics tick."""
     state: str                        # lifecycle state label
     detail: str                       # e.g. why configure failed, or the target being followed
-    device: str
+    device: str                       # torch device: "cpu", "cuda", "cuda:1"
+    clock: str                        # the node clock: "system", or "sim" (/clock, use_sim_time)
+    clock_problem: str                # e.g. sim time with no /clock received; "" when fine
     sync_backend: str
     topics: dict[str, str]
     input_timeout_s: float
@@ -111,6 +137,7 @@ class Health:
                 "state": snap.state,
                 "detail": snap.detail,
                 "device": snap.device,
+                "clock": snap.clock,
                 "sync": snap.sync_backend,
                 **{f"{v}_topic": snap.topics.get(v, "") for v in VIEWS},
                 **{f"{v}_images_per_s": f"{self._images[v].rate(now):.2f}" for v in VIEWS},
@@ -126,12 +153,14 @@ class Health:
                 "last_problem": self._problem,
             }
         return DiagnosticStatus(level=level, name="lmeec: ego-exo correspondence", message=message,
-                                hardware_id=snap.device,
+                                hardware_id=hardware_name(snap.device),
                                 values=[KeyValue(key=k, value=v) for k, v in values.items()])
 
     def _level_and_message(self, snap: Snapshot, now: float) -> tuple[bytes, str]:
         if snap.state == "unconfigured" and snap.detail:
             return DiagnosticStatus.ERROR, snap.detail
+        if snap.clock_problem:
+            return DiagnosticStatus.WARN, snap.clock_problem
         if snap.state != "active":
             return DiagnosticStatus.OK, f"{snap.state}: {snap.detail}" if snap.detail else snap.state
         silent = self.silent_cameras(snap.input_timeout_s)
@@ -148,6 +177,17 @@ class Health:
 def _process_rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def hardware_name(device: str) -> str:
+    """The device itself: "cpu", or a CUDA device with its model name ("cuda:0 (NVIDIA H200)")."""
+    if not device.startswith("cuda"):
+        return device
+    import torch  # already loaded by the tracker on this path
+
+    index = torch.device(device).index
+    index = torch.cuda.current_device() if index is None else index
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 def _device_memory(device: str) -> dict[str, str]:

@@ -6,9 +6,12 @@ hundreds of milliseconds per 1080p frame.
 """
 from __future__ import annotations
 
+import io
 from typing import NamedTuple
 
 import numpy as np
+from PIL.JpegImagePlugin import JpegImageFile
+from PIL.PngImagePlugin import PngImageFile
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -37,6 +40,7 @@ _LAYOUTS: dict[str, _Layout] = {
 }
 SUPPORTED_ENCODINGS = tuple(_LAYOUTS)
 MASK_ENCODINGS = ("mono8", "8UC1")
+_HEADER_READERS = (PngImageFile, JpegImageFile)   # the formats of compressed images (image_transport)
 
 
 def _pixels(msg: Image) -> tuple[np.ndarray, _Layout]:
@@ -90,6 +94,24 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
         raise InputError(f"cannot decode compressed image (format {msg.format!r}, "
                          f"{len(msg.data)} bytes); expected JPEG or PNG")
     return np.ascontiguousarray(image[:, :, ::-1])
+
+
+def image_size(msg: Image | CompressedImage) -> tuple[int, int] | None:
+    """(width, height) without decoding: a raw image's header fields, or what a JPEG/PNG's own
+    header announces; None when a compressed image has no JPEG/PNG header (decoding will say why).
+
+    The header is read by Pillow's JPEG and PNG readers themselves, which stop there: `PIL.Image.open`
+    would also apply Pillow's decompression-bomb guard and raise on an image announcing more than
+    about 179 M pixels, where the caller wants the size to refuse the image with.
+    """
+    if isinstance(msg, Image):
+        return msg.width, msg.height
+    for reader in _HEADER_READERS:
+        try:
+            return reader(io.BytesIO(msg.data)).size
+        except (OSError, SyntaxError, ValueError):   # not this format (Pillow raises SyntaxError)
+            continue
+    return None
 
 
 def import_cv2():

@@ -2,47 +2,57 @@
 
 Lifecycle: configure loads the model (a bad checkpoint fails the transition with the reason and
 leaves the node unconfigured, alive, ready for another try); activate subscribes to the cameras;
-deactivate unsubscribes; cleanup frees the model. With `autostart` (default) the node configures
-and activates itself.
+deactivate unsubscribes and keeps the target (its temporal memory restarts: the pause ended the
+timeline it was built on); cleanup frees the model; shutdown (finalized) ends the process, since no
+transition leaves that state. With `autostart` (default) the node configures and activates itself.
 
-Threads: subscriptions pair images and hand the newest pair to a single inference worker, which
-drops what it had no time for; services run in their own callback group so that set_target is
-answered while images keep flowing. The tracker is used under one lock.
+Threads: subscriptions check and pair images and hand the newest pair to a single inference
+worker, which drops what it had no time for; services run in their own callback group so that
+set_target is answered while images keep flowing, and hand the prompt to that worker, which runs it
+between two pairs. The tracker is used under one lock. Diagnostics run on the steady clock, so they
+report even when a simulated clock (`use_sim_time`) has not started.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import itertools
+import sys
 import threading
 import time
 import traceback
+from concurrent.futures import CancelledError
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
+from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from lmeec_core.errors import InputError, LmeecError, StateError
+from lmeec_core.preprocess import check_image
 from lmeec_core.sync import NS_PER_S
 from lmeec_core.tracker import Correspondence as Result
 from lmeec_core.tracker import CorrespondenceTracker, TrackerConfig
 from lmeec_ros import params
-from lmeec_ros.diagnostics import Health, Snapshot
+from lmeec_ros.diagnostics import ClockWatch, Health, Snapshot
 from lmeec_ros.frame_pair import VIEWS, FramePair, ImageMsg, PairHistory, other_view, stamp_ns
-from lmeec_ros.image_codec import compressed_to_rgb, image_to_rgb, import_cv2
+from lmeec_ros.image_codec import compressed_to_rgb, image_size, image_to_rgb, import_cv2
 from lmeec_ros.newest_only_worker import NewestOnlyWorker
 from lmeec_ros.outputs import OutputPublishers
 from lmeec_ros.pairing import BACKEND, CameraPairing
 from lmeec_ros.prompt import describe_prompt, prompt_from_request
-from lmeec_ros.shutdown import on_stop_signal, shut_down, spin_until
+from lmeec_ros.shutdown import ignore_stop_signals, on_stop_signal, shut_down, spin_until
 from lmeec_ros.srv import SetTarget
 
 NODE_NAME = "lmeec"
@@ -57,8 +67,8 @@ def load_tracker(settings: params.Settings) -> CorrespondenceTracker:
         device=_resolve_device(settings.device), dtype=settings.dtype, compression=settings.compression,
         capacity=settings.capacity, banks=settings.banks, visibility_threshold=settings.visibility_threshold,
         max_time_gap_s=settings.max_time_gap, compile=settings.compile)
-    return CorrespondenceTracker.from_checkpoint(settings.checkpoint or None, preset=settings.preset or None,
-                                                 config=config)
+    preset = None if settings.preset == "auto" else settings.preset
+    return CorrespondenceTracker.from_checkpoint(settings.checkpoint or None, preset=preset, config=config)
 
 
 def _resolve_device(device: str) -> str:
@@ -87,10 +97,14 @@ class LmeecNode(LifecycleNode):
         self._settings = params.Settings()      # replaced by the parameters' values at configure
         self._state = "unconfigured"
         self._configure_error = ""
+        self.finalized = threading.Event()      # set by the shutdown transition: the process should end
         self._health = Health()
+        self._clock_watch = ClockWatch()
         self._history = PairHistory(self._settings.history_size)
         self._tracker: CorrespondenceTracker | None = None
         self._tracker_lock = threading.Lock()
+        # Ids name targets in results; unique over the process, across cleanup and configure.
+        self._target_ids = itertools.count(1)
         # Guarded by _tracker_lock: the target followed (0 = none), the newest pair stamp it has
         # seen (older pairs are late and skipped), each camera's last resolution.
         self._target_id = 0
@@ -110,7 +124,9 @@ class LmeecNode(LifecycleNode):
         period = self.get_parameter("diagnostics_period").value
         if params.check_value("diagnostics_period", period):
             period = self._settings.diagnostics_period
-        self.create_timer(float(period), self._publish_diagnostics)
+        self.create_timer(float(period), self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        if hasattr(self, "add_pre_set_parameters_callback"):   # rclpy of Iron and later; Humble keeps the int
+            self.add_pre_set_parameters_callback(params.coerce_changes)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # Lifecycle ------------------------------------------------------------------------------
@@ -132,16 +148,15 @@ class LmeecNode(LifecycleNode):
             self._configure_error = f"configure failed: {_reason(exc)}"
             self.get_logger().error(self._configure_error)
             return TransitionCallbackReturn.FAILURE
+        model = settings.checkpoint or f"random {'nano' if settings.preset == 'auto' else settings.preset}"
         if not settings.checkpoint:
-            self.get_logger().warning(
-                f"no checkpoint: running a randomly initialised '{settings.preset or 'nano'}' model, "
-                "whose masks are meaningless; set the `checkpoint` parameter")
+            self.get_logger().warning(f"no checkpoint: running a {model} model, whose masks are meaningless; "
+                                      "set the `checkpoint` parameter")
         self._settings, self._tracker, self._configure_error = settings, tracker, ""
         self._history = PairHistory(settings.history_size)
         self._outputs = OutputPublishers(self, settings.publish_overlay)
         self._state = "inactive"
-        self.get_logger().info(f"configured: {settings.checkpoint or 'random ' + (settings.preset or 'nano')} "
-                               f"on {tracker.device}")
+        self.get_logger().info(f"configured: {model} on {tracker.device}")
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -159,12 +174,31 @@ class LmeecNode(LifecycleNode):
         self._health.restart_silence_clock()
         self._state = "active"
         self.get_logger().info(f"active: pairing {topics['ego']} and {topics['exo']} with {BACKEND} "
-                               f"(slop {s.slop} s); call ~/set_target to start")
+                               f"(slop {s.slop} s); {self._following()}")
         return super().on_activate(state)
+
+    def _following(self) -> str:
+        """What activation resumes, for its log line."""
+        if not self._target_id:
+            return "call ~/set_target to start"
+        return (f"following target {self._target_id} again, from {self._tracker.source_view} in "
+                f"{other_view(self._tracker.source_view)}; its temporal memory starts afresh")
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_inputs()
+        with self._tracker_lock:
+            kept = self._target_id
+            if kept:
+                # Frames after the pause do not continue the ones before it: a memory built on
+                # those would be stale, and the stamp gap would read as a time jump.
+                self._reset_memory()
+                self._health.count("memory_resets_at_deactivation")
+            self._sizes = {}
+        self._history.clear()
+        self._time_jumped.clear()
         self._state = "inactive"
+        self.get_logger().info(f"deactivated: target {kept} kept, its temporal memory reset; activate to "
+                               "follow it again" if kept else "deactivated")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -175,6 +209,9 @@ class LmeecNode(LifecycleNode):
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.release()
         self._state = "finalized"
+        self._publish_diagnostics()   # the last status, so that monitors do not keep the previous one
+        self.get_logger().info("finalized: no transition leaves this state, so the process ends")
+        self.finalized.set()
         return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -206,6 +243,11 @@ class LmeecNode(LifecycleNode):
             self._sizes, self._bank_sizes = {}, {}
         self._history.clear()
 
+    def _reset_memory(self) -> None:
+        """Drop the temporal memory, keep the target (called under the tracker lock)."""
+        self._tracker.reset()
+        self._last_stamp_ns = None
+
     # Inputs ---------------------------------------------------------------------------------
 
     def _input_topics(self) -> dict[str, str]:
@@ -216,8 +258,15 @@ class LmeecNode(LifecycleNode):
         rate = self._settings.max_rate_hz
         return 1.0 / rate if rate > 0 else 0.0
 
-    def _on_image(self, view: str, msg: ImageMsg) -> None:
+    def _on_image(self, view: str, msg: ImageMsg) -> bool:
+        """Count the image; refuse it before it is paired (or held) when it is too large."""
         self._health.image(view)
+        size, limit = image_size(msg), self._settings.max_image_pixels
+        if size is not None and size[0] * size[1] > limit:
+            self._input_problem("oversized_images", f"{view} image of {size[0]}x{size[1]} ({size[0] * size[1]} px) "
+                                f"refused: more than max_image_pixels={limit}")
+            return False
+        return True
 
     def _on_pair(self, pair: FramePair) -> None:
         self._history.add(pair)
@@ -236,14 +285,16 @@ class LmeecNode(LifecycleNode):
         self.get_logger().warning(text)
 
     def _decode(self, pair: FramePair) -> Images:
-        """RGB arrays of both images; InputError names the camera and what is wrong."""
+        """RGB arrays of both images, checked as the tracker will check them, so that a frame it
+        would refuse changes nothing; InputError names the camera and what is wrong."""
         decode = compressed_to_rgb if self._settings.compressed else image_to_rgb
         images = {}
         for view in VIEWS:
             try:
-                images[view] = decode(pair.msg(view))
+                rgb = decode(pair.msg(view))
             except InputError as exc:
                 raise InputError(f"{view} image: {exc}") from exc
+            images[view] = check_image(rgb, view)
         return images
 
     def _header(self, view: str, msg: ImageMsg) -> Header:
@@ -263,8 +314,7 @@ class LmeecNode(LifecycleNode):
                 return
             if self._time_jumped.is_set():
                 self._time_jumped.clear()
-                self._tracker.reset()
-                self._last_stamp_ns = None
+                self._reset_memory()
             if self._last_stamp_ns is not None and pair.stamp_ns <= self._last_stamp_ns:
                 self._health.count("late_pairs")
                 return
@@ -292,6 +342,24 @@ class LmeecNode(LifecycleNode):
             self._tracker.reset()
             self._input_problem("resolution_changes", text)
         self._sizes = sizes
+
+    def _start_following(self, view: str, prompt: dict[str, object], pair: FramePair) -> tuple[int, Result]:
+        """Make the prompt the target on `pair` and publish its first result (worker thread)."""
+        images = self._decode(pair)
+        with self._tracker_lock:
+            if self._tracker is None:
+                raise StateError("the model was unloaded while the request waited")
+            try:
+                result = self._tracker.set_target(view, images["ego"], images["exo"], **prompt)
+            finally:
+                if not self._tracker.has_target:   # a prompt that selects nothing has replaced the target
+                    self._target_id = 0
+            self._target_id = target_id = next(self._target_ids)
+            self._last_stamp_ns = pair.stamp_ns
+            self._sizes = {v: images[v].shape[:2] for v in VIEWS}
+            self._bank_sizes = self._tracker.memory_stats()
+        self._publish(result, pair, target_id, images)
+        return target_id, result
 
     def _publish(self, result: Result, pair: FramePair, target_id: int, images: Images) -> None:
         outputs = self._outputs
@@ -333,26 +401,19 @@ class LmeecNode(LifecycleNode):
         return response
 
     def _set_target(self, request: SetTarget.Request) -> tuple[int, str]:
-        if self._state != "active":
+        """Check the request here, run the prompt on the inference worker, answer once it ran."""
+        worker = self._worker
+        if self._state != "active" or worker is None:
             raise StateError(f"the node is {self._state}; expected it active (configure and activate it)")
         if request.view not in VIEWS:
             raise InputError(f"view {request.view!r} is unknown; expected 'ego' or 'exo'")
+        prompt = prompt_from_request(request, self._settings.max_image_pixels)
         pair = self._pair_for(request.view, stamp_ns(request.stamp))
-        prompt = prompt_from_request(request)
-        images = self._decode(pair)
-        with self._tracker_lock:
-            if self._tracker is None:
-                raise StateError("the model was unloaded while the request was handled")
-            try:
-                result = self._tracker.set_target(request.view, images["ego"], images["exo"], **prompt)
-            finally:
-                # A refused prompt usually leaves the previous target followed, but not always.
-                self._target_id = self._tracker.target_id if self._tracker.has_target else 0
-            target_id = self._target_id
-            self._last_stamp_ns = pair.stamp_ns
-            self._sizes = {v: images[v].shape[:2] for v in VIEWS}
-            self._bank_sizes = self._tracker.memory_stats()
-        self._publish(result, pair, target_id, images)
+        try:
+            target_id, result = worker.call(lambda: self._start_following(request.view, prompt, pair)).result()
+        except CancelledError:
+            raise StateError("the node stopped inference (deactivate, cleanup or shutdown) before the prompt "
+                             "ran; expected it active") from None
         seen = f"visible (score {result.score:.2f})" if result.visible else f"not visible (score {result.score:.2f})"
         return target_id, (f"target {target_id} set in {request.view} ({describe_prompt(prompt)}); "
                            f"following it in {other_view(request.view)}, {seen} on this pair")
@@ -398,15 +459,17 @@ class LmeecNode(LifecycleNode):
                            "(deactivate and clean up first)")
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
-            accepted[change.name] = type(specs[change.name][0])(change.value)
+            accepted[change.name] = params.setting(change.name, change.value)
         if self._state != "unconfigured":
             self._settings = dataclasses.replace(self._settings, **accepted)
         return SetParametersResult(successful=True)
 
     def _publish_diagnostics(self) -> None:
+        device = self._device()
+        clock, clock_problem = self._clock_watch.check(self.get_clock(), self._settings.input_timeout)
         snap = Snapshot(
-            state=self._state, detail=self._detail(), device=self._device_name(), sync_backend=BACKEND,
-            topics=self._input_topics() if self._state == "active" else {},
+            state=self._state, detail=self._detail(), device=device, clock=clock, clock_problem=clock_problem,
+            sync_backend=BACKEND, topics=self._input_topics() if self._state == "active" else {},
             input_timeout_s=self._settings.input_timeout,
             dropped_pairs=self._worker.dropped if self._worker is not None else 0,
             bank_sizes=dict(self._bank_sizes))
@@ -425,15 +488,36 @@ class LmeecNode(LifecycleNode):
         source = tracker.source_view if tracker is not None else "?"
         return f"following target {self._target_id} from {source} in {other_view(source)}"
 
-    def _device_name(self) -> str:
+    def _device(self) -> str:
+        """The torch device in use, or the one the `device` parameter names while no model is loaded."""
         tracker = self._tracker
-        return str(tracker.device) if tracker is not None else self._settings.device
+        return str(tracker.device) if tracker is not None else _resolve_device(self._settings.device)
+
+
+def parse_command_line(argv: list[str]) -> None:
+    """Handle what is not a ROS argument: `--help` prints the usage and exits, before ROS starts."""
+    parser = argparse.ArgumentParser(
+        prog="lmeec_node", formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%(prog)s [-h] [--ros-args [-p NAME:=VALUE] [--params-file FILE] [-r FROM:=TO] ...]",
+        description="The lmeec lifecycle node: follows an object marked in one camera (ego or exo, by the "
+                    "~/set_target service) in the other camera, and publishes its mask, box, score and "
+                    "visibility there. It configures and activates itself unless autostart is false. "
+                    "Topics, services and diagnostics: docs/ros.md.",
+        epilog="parameters (-p NAME:=VALUE, or a --params-file such as config/lmeec.yaml):\n" + "\n".join(
+            f"  {name} (default {default!r})" for name, (default, _) in params.specs().items())
+        + "\n\nexamples:\n"
+          "  lmeec_node --ros-args --params-file config/lmeec.yaml -p checkpoint:=/path/to/lmeec.pt\n"
+          "  ros2 launch lmeec_ros lmeec.launch.py checkpoint:=/path/to/lmeec.pt device:=cuda")
+    parser.parse_args(remove_ros_args(argv)[1:])
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run the node until SIGINT/SIGTERM (`lmeec_node --ros-args --params-file config/lmeec.yaml`)."""
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    """Run the node until SIGINT/SIGTERM or its shutdown transition
+    (`lmeec_node --ros-args --params-file config/lmeec.yaml`)."""
+    args = sys.argv if args is None else args
+    parse_command_line(args)
     stopped = on_stop_signal()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = LmeecNode()
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
@@ -442,12 +526,13 @@ def main(args: list[str] | None = None) -> None:
             node.start()
         else:
             node.get_logger().info("autostart is off: waiting for lifecycle transitions")
-        spin_until(stopped, executor)
+        spin_until(lambda: stopped() or node.finalized.is_set(), executor)
     finally:
         shut_down(executor)
         node.release()
         node.destroy_node()
         rclpy.try_shutdown()
+        ignore_stop_signals()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Every parameter of the `lmeec` node, in one table: name, default, description, constraints.
 
-The node declares its parameters from `Settings`, reads them back into one, and checks changes with
-`check_value`. config/lmeec.yaml and the docs/ros.md table are generated from it
-(`python -m lmeec_ros.params yaml|markdown`) and tests keep them equal, so a parameter is defined in
-exactly one place.
+The node declares its parameters from `Settings`, reads them back into one, checks changes with
+`check_value` and gives each value its declared type with `coerce`. config/lmeec.yaml and the
+docs/ros.md table are generated from it (`python -m lmeec_ros.params yaml|markdown`) and tests keep
+them equal, so a parameter is defined in exactly one place.
 """
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from typing import Any, Union
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 
 Value = Union[bool, int, float, str]
+_ROS_TYPE_NAMES = {bool: "bool", int: "integer", float: "double", str: "string"}
 
 
 @dataclass(frozen=True)
@@ -30,11 +32,13 @@ class Spec:
     minimum: float | None = None
     maximum: float | None = None
     dynamic: bool = False              # may change while the node is configured
+    aliases: tuple[tuple[str, str], ...] = ()   # (older spelling, the choice it means): still accepted
 
     def constraints(self) -> str:
         """Human-readable constraints, for the descriptor and the docs."""
         if self.choices:
-            return "one of: " + ", ".join(repr(c) for c in self.choices)
+            return "one of: " + ", ".join(repr(c) for c in self.choices) + "".join(
+                f"; {old!r} is read as {new!r}" for old, new in self.aliases)
         if self.pattern:
             return f"matches {self.pattern}"
         bounds = []
@@ -61,10 +65,11 @@ class Settings:
     queue_size: int = _param(10, "Images kept per camera while waiting for a partner (ApproximateTimeSynchronizer queue size).", minimum=1)
     history_size: int = _param(30, "Recent frame pairs kept so that a set_target stamp can name one of them.", minimum=1)
     max_rate_hz: float = _param(0.0, "Most pairs processed per second; 0 processes as fast as the model allows. Pairs in excess are dropped (counted), never queued.", minimum=0.0, dynamic=True)
+    max_image_pixels: int = _param(16_777_216, "Largest image (width x height) processed, and largest set_target mask: a larger camera image is refused, counted (oversized_images) and logged, a larger mask refused. The default passes 4K (3840x2160) and 4096x4096.", minimum=64, dynamic=True)
     ego_frame_id: str = _param("", "frame_id written in outputs about the ego camera; empty keeps the incoming image's.")
     exo_frame_id: str = _param("", "frame_id written in outputs about the exo camera; empty keeps the incoming image's.")
     checkpoint: str = _param("", "Model checkpoint file (official LM-EEC, SAM 2.1 or lmeec). Empty runs a randomly initialised `preset` (tests and plumbing only: its masks are meaningless).")
-    preset: str = _param("nano", "Model size; empty takes it from the checkpoint.", choices=("", "nano", "t", "s", "b+"))
+    preset: str = _param("nano", "Model size; auto takes it from the checkpoint (nano without one).", choices=("auto", "nano", "t", "s", "b+"), aliases=(("", "auto"),))
     device: str = _param("auto", "Torch device: auto (cuda when available, else cpu), cpu, cuda or cuda:N.", pattern=r"auto|cpu|cuda(:\d+)?")
     dtype: str = _param("fp32", "Inference precision; bf16 runs under autocast (CUDA, and CPUs that support it).", choices=("fp32", "bf16"))
     compile: bool = _param(False, "torch.compile the model at configure (slower start, faster steps).")
@@ -74,7 +79,7 @@ class Settings:
     visibility_threshold: float = _param(0.5, "Score at or above which the target counts as visible in the other camera.", minimum=0.0, maximum=1.0)
     max_time_gap: float = _param(2.0, "A forward stamp jump larger than this (s) resets the temporal memory (the prompt is kept). Stamps going backwards always reset it.", minimum=0.001)
     publish_overlay: bool = _param(False, "Also publish ~/overlay: the target image with the mask and box drawn (costs a copy per frame).")
-    input_timeout: float = _param(2.0, "Seconds without images from a camera (counted from activation) before diagnostics warn that it is silent.", minimum=0.0, dynamic=True)
+    input_timeout: float = _param(2.0, "Seconds without images from a camera (counted from activation), or with use_sim_time without /clock advancing, before diagnostics warn.", minimum=0.0, dynamic=True)
     diagnostics_period: float = _param(1.0, "Seconds between /diagnostics messages (read at start-up).", minimum=0.01)
     autostart: bool = _param(True, "Configure and activate on start-up; false waits for lifecycle transitions.")
 
@@ -84,14 +89,22 @@ def specs() -> dict[str, tuple[Value, Spec]]:
     return {f.name: (f.default, f.metadata["spec"]) for f in dataclasses.fields(Settings)}
 
 
+def coerce(name: str, value: Value) -> Value:
+    """`value` as the declared type where that loses nothing: an integer where a double is declared
+    (`ros2 param set /lmeec slop 1`, or `slop: 1` in a file) becomes that double."""
+    expected = type(specs()[name][0])
+    return float(value) if expected is float and type(value) is int else value
+
+
 def check_value(name: str, value: Value) -> str:
     """Why `value` is not acceptable for parameter `name`, or "" when it is."""
     default, spec = specs()[name]
     expected = type(default)
-    int_for_float = expected is float and type(value) is int
-    if type(value) is not expected and not int_for_float:
-        return f"{name} must be a {expected.__name__}, got {value!r}"
-    if spec.choices and value not in spec.choices:
+    value = coerce(name, value)
+    if type(value) is not expected:
+        return (f"{name} must be of type {_ROS_TYPE_NAMES[expected]}, got {value!r} "
+                f"({_ROS_TYPE_NAMES.get(type(value), type(value).__name__)})")
+    if spec.choices and value not in spec.choices and value not in dict(spec.aliases):
         return f"{name} must be {spec.constraints()}, got {value!r}"
     if spec.pattern and not re.fullmatch(spec.pattern, value):
         return f"{name} must match {spec.pattern}, got {value!r}"
@@ -106,15 +119,25 @@ def declare(node: Node) -> None:
     """Declare every parameter on `node` with its default, description and constraints.
 
     Types and constraints are enforced by `check_value` (at configure and on every change) rather
-    than by rclpy, so that a bad value in a parameter file, or an integer where a float is
-    expected, fails configure with a reason instead of killing the process at declaration.
+    than by rclpy, so that a bad value in a parameter file fails configure with a reason instead of
+    killing the process at declaration. An integer given for a double is stored as that double here
+    (a parameter file) and by `coerce_changes` (later changes), so it reads back as a double.
     """
-    node.declare_parameters("", [
+    declared = node.declare_parameters("", [
         (name, default, ParameterDescriptor(
             name=name, description=spec.description, additional_constraints=spec.constraints(),
             dynamic_typing=True))
         for name, (default, spec) in specs().items()
     ])
+    retyped = [new for new, old in zip(coerce_changes(declared), declared)
+               if type(new.value) is not type(old.value)]
+    if retyped:
+        node.set_parameters(retyped)
+
+
+def coerce_changes(changes: list[Parameter]) -> list[Parameter]:
+    """A pre-set parameters callback (rclpy of Iron and later): each change with the declared type."""
+    return [Parameter(p.name, value=coerce(p.name, p.value)) if p.name in specs() else p for p in changes]
 
 
 def read(node: Node) -> Settings:
@@ -123,10 +146,14 @@ def read(node: Node) -> Settings:
     problems = [p for p in (check_value(n, v) for n, v in values.items()) if p]
     if problems:
         raise ValueError("; ".join(problems))
-    return Settings(**{name: type(default)(values[name]) for name, (default, _) in specs().items()})
+    return Settings(**{name: setting(name, value) for name, value in values.items()})
 
 
-_ROS_TYPE_NAMES = {bool: "bool", int: "integer", float: "double", str: "string"}
+def setting(name: str, value: Value) -> Value:
+    """What `Settings` holds for an accepted value: the declared type, and the current spelling of
+    an older one (preset '' -> 'auto')."""
+    value = coerce(name, value)
+    return dict(specs()[name][1].aliases).get(value, value)
 
 
 def markdown_table() -> str:

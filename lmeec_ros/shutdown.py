@@ -4,7 +4,10 @@ rclpy's own signal handlers shut the context down from a signal thread while the
 between its `context.ok()` check and building its next wait set; that build then fails with
 RCLError "the given context is not valid" and the process exits with a traceback. Programs here
 initialise rclpy without handlers (`SignalHandlerOptions.NO`) and install their own: the signal
-only tells the main thread to stop, and the main thread then tears down in order.
+only tells the main thread to stop, and the main thread then tears down in order. Any number of
+signals may follow the first (a terminal's Ctrl-C reaches the whole process group and `ros2 launch`
+forwards its own SIGINT on top): until the teardown is over they are only recorded again, and after
+it `ignore_stop_signals` keeps them from killing the interpreter while it exits.
 """
 from __future__ import annotations
 
@@ -41,6 +44,17 @@ def on_stop_signal() -> Callable[[], bool]:
     for signum in STOP_SIGNALS:
         signal.signal(signum, lambda signum, frame: arrived.append(signum))
     return lambda: bool(arrived)
+
+
+def ignore_stop_signals() -> None:
+    """Ignore SIGINT/SIGTERM from now on: call it once the program has torn down.
+
+    While the interpreter exits, Python restores the default action of every signal it handles, so
+    a late SIGINT would end the process with -2 (exit 130 from a shell) instead of 0; an ignored
+    signal is left ignored.
+    """
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def spin_until(stopped: Callable[[], bool], executor: Executor) -> None:

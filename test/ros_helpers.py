@@ -93,6 +93,14 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def wait_for_output(self, text: str, timeout_s: float = 60.0) -> None:
+        """Wait until the node has logged `text` (e.g. "active:"); fail if it exits or takes too long."""
+        deadline = time.monotonic() + timeout_s
+        while text not in self.output():
+            if not self.alive() or time.monotonic() > deadline:
+                raise AssertionError(f"the node did not log {text!r} within {timeout_s} s:\n{self.output()}")
+            time.sleep(0.1)
+
     def stop(self, sig: int = signal.SIGINT, timeout_s: float = 30.0) -> int:
         try:
             return stop_node(self.proc, sig, timeout_s)

@@ -29,9 +29,10 @@ TEST_PARAMETERS = """\
 /**:
   ros__parameters:
     capacity: 3
-    input_timeout: 1.0
+    input_timeout: 1
     diagnostics_period: 0.5
     history_size: 20
+    max_image_pixels: 50000
     ego_frame_id: ""
 """
 
@@ -100,6 +101,15 @@ def test_parameters_come_from_the_parameter_files(client):
     values = client.get_parameters("capacity", "input_timeout", "reliability", "slop", "checkpoint")
     assert values == {"capacity": 3, "input_timeout": 1.0, "reliability": "best_effort", "slop": 0.05,
                       "checkpoint": ""}
+    assert type(values["input_timeout"]) is float, "`input_timeout: 1` in the file is a double parameter"
+
+
+def test_an_integer_set_for_a_double_parameter_is_stored_as_a_double(client):
+    assert client.set_parameter("max_rate_hz", 0).successful
+    value = client.get_parameters("max_rate_hz")["max_rate_hz"]
+    assert value == 0.0 and type(value) is float
+    refused = client.set_parameter("max_rate_hz", "fast")
+    assert not refused.successful and refused.reason == "max_rate_hz must be of type double, got 'fast' (string)"
 
 
 def test_a_target_marked_in_ego_is_reported_in_exo_with_the_exo_header(client, topics, stream):
@@ -163,6 +173,10 @@ def test_clearing_stops_the_output_and_a_target_in_exo_is_reported_in_ego(client
     (dict(view="ego", box=[10.0, 10.0, 50.0, 50.0], mask=mask_image(*EGO_SIZE, (40, 30, 80, 60))), "exactly one"),
     (dict(view="ego", mask=mask_image(*EGO_SIZE, (40, 30, 80, 60)), stamp=ros_time(12 * 10**9)),
      "no recent pair has an ego image stamped 12.000 s"),
+    (dict(view="ego", points=[Point(x=5.0, y=5.0)] * 10_000),
+     "10000 points and 0 labels given; expected at most 64 of each"),
+    (dict(view="ego", mask=mask_image(300, 200, (10, 10, 50, 50))),
+     "mask of 300x200 (60000 px) exceeds max_image_pixels=50000"),
 ])
 def test_bad_set_target_requests_are_refused_with_the_reason(client, stream, fields, reason):
     time.sleep(0.5)
@@ -198,6 +212,64 @@ def test_images_of_a_wrong_encoding_are_counted_and_the_node_carries_on(client, 
     client.stream(lambda i: (rgb_image(*EGO_SIZE, client.now_ns(), "ego_cam", i),
                              rgb_image(*EXO_SIZE, client.now_ns(), "exo_cam", i)), RATE_HZ)
     topics["correspondence"].wait_for()
+
+
+def test_an_image_too_small_for_the_model_is_refused_before_it_changes_anything(client, topics, stream):
+    """A 1x1 frame once reset the memory twice: as a resolution change, then back on the next frame."""
+    time.sleep(1.0)
+    assert client.set_target(view="ego", mask=mask_image(*EGO_SIZE, (40, 30, 80, 60))).success
+    topics["correspondence"].wait_for()
+    client.stop_stream()
+    _, before = latest_diagnostics(topics)
+    now = client.now_ns()
+    client.publisher("/ego/image_raw").publish(rgb_image(1, 1, now, "ego_cam"))
+    client.publisher("/exo/image_raw").publish(rgb_image(*EXO_SIZE, now, "exo_cam"))   # the newest pair
+    _, values = latest_diagnostics(topics, lambda s, v: int(v.get("bad_images", 0)) > int(before.get("bad_images", 0)))
+    assert "ego image is 1x1 pixels; expected at least 8x8" in values["last_problem"]
+    topics["correspondence"].clear()
+    client.stream(lambda i: (rgb_image(*EGO_SIZE, client.now_ns(), "ego_cam", i),
+                             rgb_image(*EXO_SIZE, client.now_ns(), "exo_cam", i)), RATE_HZ)
+    topics["correspondence"].wait_for()
+    _, after = latest_diagnostics(topics)
+    assert after.get("resolution_changes") == before.get("resolution_changes")
+    assert after.get("memory_resets") == before.get("memory_resets")
+
+
+def test_an_image_above_max_image_pixels_is_refused_before_pairing(client, topics, stream):
+    time.sleep(1.0)
+    assert client.set_target(view="ego", mask=mask_image(*EGO_SIZE, (40, 30, 80, 60))).success
+    topics["correspondence"].wait_for()
+    _, before = latest_diagnostics(topics)
+    big_stamps = []
+
+    def big_ego(i):
+        now = client.now_ns()
+        big_stamps.append(now)
+        return rgb_image(320, 240, now, "ego_cam", i), rgb_image(*EXO_SIZE, now, "exo_cam", i)
+
+    client.stream(big_ego, RATE_HZ)
+    _, values = latest_diagnostics(topics, lambda s, v: int(v.get("oversized_images", 0)) > 0)
+    assert "ego image of 320x240 (76800 px) refused: more than max_image_pixels=50000" in values["last_problem"]
+    time.sleep(1.0)
+    assert not [m for m in topics["correspondence"].messages if stamp_of(m) in big_stamps]
+    assert values.get("resolution_changes") == before.get("resolution_changes")
+
+
+def test_a_refused_image_leaves_its_camera_timeline_alone(client, topics, stream):
+    """An oversized frame stamped ahead of the stream is refused before its stamp is taken as the
+    camera's newest: the next good frame must not read as stamps going back (a memory reset)."""
+    time.sleep(1.0)
+    assert client.set_target(view="ego", mask=mask_image(*EGO_SIZE, (40, 30, 80, 60))).success
+    topics["correspondence"].wait_for()
+    _, before = latest_diagnostics(topics)
+    ahead_ns = client.now_ns() + 10**9
+    client.publisher("/ego/image_raw").publish(rgb_image(320, 240, ahead_ns, "ego_cam"))
+    latest_diagnostics(topics, lambda s, v: int(v.get("oversized_images", 0)) > int(before.get("oversized_images", 0)))
+    topics["correspondence"].clear()
+    topics["correspondence"].wait_for(lambda m: stamp_of(m) > ahead_ns)   # the stream went past it
+    _, after = latest_diagnostics(topics)
+    assert after.get("time_jumps") == before.get("time_jumps"), after.get("last_problem")
+    assert after.get("memory_resets") == before.get("memory_resets"), after.get("last_problem")
 
 
 def test_a_camera_changing_resolution_resets_memory_and_keeps_the_target(client, topics, stream):

@@ -53,8 +53,10 @@ def test_every_parameter_has_a_description_and_a_default_that_passes_its_own_che
 
 
 @pytest.mark.parametrize("name, value, words", [
-    ("slop", "0.1", "must be a float"),
-    ("capacity", True, "must be a int"),
+    ("slop", "0.1", "must be of type double, got '0.1' (string)"),
+    ("capacity", True, "must be of type integer, got True (bool)"),
+    ("capacity", 2.0, "must be of type integer"),
+    ("preset", "large", "one of: 'auto', 'nano'"),
     ("slop", -0.1, ">= 0"),
     ("visibility_threshold", 1.5, "<= 1"),
     ("compression", "average", "one of"),
@@ -64,8 +66,13 @@ def test_bad_values_are_refused_with_the_reason(name, value, words):
     assert words in params.check_value(name, value)
 
 
-def test_integers_are_accepted_where_floats_are_expected():
+def test_integers_are_accepted_where_floats_are_expected_and_become_floats():
     assert params.check_value("slop", 1) == ""
+    assert type(params.setting("slop", 1)) is float and type(params.setting("capacity", 1)) is int
+
+
+def test_an_empty_preset_is_read_as_auto():
+    assert params.check_value("preset", "") == "" and params.setting("preset", "") == "auto"
 
 
 def test_launch_file_compiles():
