@@ -84,3 +84,13 @@ def matching_loss(probabilities: torch.Tensor, target_tokens: torch.Tensor, sour
     background_term = (bce * (1 - target_tokens)).sum(1) / (1 - target_tokens).sum(1).clamp(min=1)
     has_object = target_tokens.any(1).float()
     return source_tokens.any(1).float() * (has_object * object_term + background_term) / (1 + has_object)
+
+
+def frame_matching_loss(attention: list[torch.Tensor], size: tuple[int, int], target_masks: torch.Tensor,
+                        source_masks: torch.Tensor) -> torch.Tensor:
+    """One frame's matching loss from its recorded layers: summed over rows, averaged over the layers.
+
+    `size` is the feature grid (h, w); masks [B, 1, S, S] at the model input size.
+    """
+    target_tokens, source_tokens = object_tokens(target_masks, size), object_tokens(source_masks, size)
+    return sum(matching_loss(p, target_tokens, source_tokens).sum() for p in attention) / len(attention)

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from .data.clips import (DIRECTION_CHOICES, OBJECT_CHOICES, ClipBatch, ClipConfig, RoomRecipe, SyntheticClips,
                          TakeClips, collate_clips)
-from .attention_supervision import matching_loss, object_tokens, record_cross_attention
+from .attention_supervision import frame_matching_loss, record_cross_attention
 from .contrastive import TrunkForward
 from .data.pairs import FramePairBatch, SyntheticFramePairs, collate_pairs
 from .errors import CheckpointError, ConfigError
@@ -228,8 +228,8 @@ class ClipForward(nn.Module):
             prediction, attention = self._cross_view(t, target, memory)
             losses["target"].add(prediction, batch.target_masks[t])
             if attention:
-                match = match + self._matching(attention, target.size, batch.target_masks[t],
-                                               batch.source_masks[t]) / rows
+                match = match + frame_matching_loss(attention, target.size, batch.target_masks[t],
+                                                    batch.source_masks[t]) / rows
             if self.source_loss_weight > 0:
                 source = _frame_rows(source_rows, t, rows)
                 losses["source"].add(self._track_source(t, source, memory), batch.source_masks[t])
@@ -238,13 +238,6 @@ class ClipForward(nn.Module):
             coords, labels = sample_prompt(batch.source_masks[0])
             losses["prompt"].add(model.segment_prompt(first, coords, labels), batch.source_masks[0])
         return self._outputs(losses, match)
-
-    @staticmethod
-    def _matching(attention: list[torch.Tensor], size: tuple[int, int], target_masks: torch.Tensor,
-                  source_masks: torch.Tensor) -> torch.Tensor:
-        """The matching loss of one frame, summed over rows and averaged over the attention layers."""
-        target_tokens, source_tokens = object_tokens(target_masks, size), object_tokens(source_masks, size)
-        return sum(matching_loss(p, target_tokens, source_tokens).sum() for p in attention) / len(attention)
 
     def _outputs(self, losses: dict[str, LossAccumulator], match: torch.Tensor) -> dict[str, torch.Tensor]:
         """The weighted total and, detached, each enabled branch's terms and training IoU."""
