@@ -75,6 +75,7 @@ class Settings:
     compile: bool = _param(False, "torch.compile the model at configure (slower start, faster steps).")
     compression: str = _param("merge", "Memory-bank compression when full: merge (the paper), drop (the official code) or fifo.", choices=("merge", "drop", "fifo"))
     capacity: int = _param(6, "Entries per memory bank (M in the paper).", minimum=1)
+    bank_policy: str = _param("fill", "When a frame enters the memory banks: fill (every processed frame, the banks refill after a gap; for long streams) or official (the official code's index window and single compression, to reproduce its numbers).", choices=("fill", "official"))
     banks: str = _param("dual", "Memory banks used: both views (dual), the source view's only or the target view's only.", choices=("dual", "source", "target"))
     visibility_threshold: float = _param(0.5, "Score at or above which the target counts as visible in the other camera.", minimum=0.0, maximum=1.0)
     max_targets: int = _param(8, "Most targets followed at once; a set_target that would add one more is refused. Each image is encoded once per pair whatever the number.", minimum=1)

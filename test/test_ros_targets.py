@@ -314,3 +314,10 @@ def test_the_label_image_rule_higher_score_wins_then_lower_id_and_large_ids_take
     wide = labels_to_image(np.array([[0, 300]], np.uint16), Header())
     assert (wide.encoding, wide.step, wide.is_bigendian) == ("mono16", 4, 0)
     assert decode_mono(wide).tolist() == [[0, 300]]
+
+
+def test_the_memory_parameters_reach_the_tracker():
+    """capacity, compression and bank_policy are the node's parameters, not the tracker's defaults
+    (`bank_policy: official` with `compression: drop` is how the node reproduces official numbers)."""
+    tracker = load_tracker(params.Settings(device="cpu", capacity=4, compression="drop", bank_policy="official"))
+    assert (tracker.config.capacity, tracker.config.compression, tracker.config.bank_policy) == (4, "drop", "official")
