@@ -33,6 +33,7 @@ from .data.bags import (
 )
 from .errors import InputError
 from .metrics import MetricAccumulator
+from .scoring import Scale
 from .sync import NS_PER_S, ApproximateTimeSynchronizer
 from .tracker import VIEWS, Correspondence, CorrespondenceTracker
 
@@ -41,6 +42,7 @@ T = TypeVar("T")
 SLOP_S = 0.05  # the node's default `slop` parameter (lmeec_ros/params.py)
 QUEUE_SIZE = 10  # the node's default `queue_size` parameter
 PROTOCOLS = ("robot", "benchmark")
+CAMERA_SCALE = Scale()  # bags hold masks at the camera's resolution
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,12 @@ class _ObjectMasks:
 
 @dataclass
 class BagScore:
-    """EgoExo4D metrics of target-view masks, each against the GT mask of its stamp."""
+    """EgoExo4D metrics of target-view masks, each against the GT mask of its stamp.
+
+    Masks are scored at the camera's resolution with `lmeec evaluate`'s rules for it (the location
+    error over sqrt(2) x the long side, as the official scorers' square masks), so a bag's figures
+    and an evaluation's can be compared.
+    """
 
     gt: MaskLookup
     metrics: MetricAccumulator = field(default_factory=MetricAccumulator)
@@ -220,7 +227,7 @@ class BagScore:
         if gt.shape != mask.shape:
             raise InputError(f"{view} result of stamp {stamp_ns} is {mask.shape[1]}x{mask.shape[0]} but its GT "
                              f"mask is {gt.shape[1]}x{gt.shape[0]}; expected masks at the camera's resolution")
-        self.metrics.add(gt, mask)
+        self.metrics.add(gt, mask, size=CAMERA_SCALE.location_size(gt.shape))
 
     def summary(self) -> dict[str, float | int]:
         """MetricAccumulator's totals (iou, ca, le, ba, n_frames, n_frames_with_gt) and `results_without_gt`."""

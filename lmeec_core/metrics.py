@@ -304,6 +304,7 @@ class MetricAccumulator:
         pred_mask: ArrayLike,
         confidence: float | None = None,
         gt_exists: bool | None = None,
+        size: tuple[int, int] | None = None,
     ) -> FrameScores:
         """Score one frame. ``confidence`` defaults to ``existence_confidence(pred_mask)``.
 
@@ -312,6 +313,7 @@ class MetricAccumulator:
         ``gt_exists`` defaults to "the GT mask is non-empty" (LM-EEC's ``compute_metrics.py``);
         the EgoExo4D challenge scorer counts every frame that has a GT annotation, empty or not,
         and then scores an empty GT too (IoU and CA 1 against an empty prediction, else 0).
+        ``size`` normalises this frame's location error instead of the accumulator's ``size``.
         """
         g, p = _mask_pair(gt_mask, pred_mask)
         conf = _existence_confidence(p) if confidence is None else confidence
@@ -323,7 +325,7 @@ class MetricAccumulator:
             return FrameScores(gt_exists, pred_exists, None, None, None)
         frame_iou = _iou(g, p)
         frame_ca = _contour_accuracy(g, p)
-        frame_le = _location_error(g, p, self._size)
+        frame_le = _location_error(g, p, self._size if size is None else _checked_size(size))
         self._ious.append(frame_iou)
         self._cas.append(frame_ca)
         self._les.append(frame_le)

@@ -282,3 +282,13 @@ def test_ground_truth_is_looked_up_by_exact_stamp_while_holding_a_bounded_window
     score.add("exo", 1, np.zeros((4, 4), bool))
     assert score.summary()["results_without_gt"] == 1 and score.summary()["n_frames"] == 0
 
+
+def test_bag_scores_divide_the_location_error_as_lmeec_evaluate_does_at_camera_resolution():
+    """sqrt(2) x the long side (the official scorers' square masks), not the 240x320 mask's own diagonal."""
+    gt, pred = np.zeros((240, 320), bool), np.zeros((240, 320), bool)
+    gt[100:111, 100:111] = True
+    pred[100:111, 130:141] = True   # the box centre 30 px to the right
+    score = BagScore(StampWindow(iter([("exo", 5, gt)])))
+    score.add("exo", 5, pred)
+    assert score.summary()["le"] == pytest.approx(30 / (2 ** 0.5 * 320))
+
