@@ -97,9 +97,10 @@ class TrainConfig:
                                          "lmeec_core.data.frame_cache`) instead of rendering them")
     scene_frames: int = _arg(60, "synthetic: frames per room that clips are cut from")
     scene_fps: float = _arg(3.0, "synthetic: frame rate, i.e. 1/fps seconds between clip frames")
-    objects: str = _arg("any", "synthetic: the object a clip follows: 'any' visible one (the prompt says which) "
-                               "or always the room's 'target' (learnable without the prompt)")
-    objects_per_clip: int = _arg(1, "synthetic, objects 'any': follow up to this many distinct objects per clip, "
+    objects: str = _arg("any", "synthetic: the object a clip follows: 'any' visible one (the prompt says which), "
+                               "a visible one on the 'table' (no floor objects), or always the room's 'target' "
+                               "(learnable without the prompt)")
+    objects_per_clip: int = _arg(1, "synthetic, objects 'any'/'table': follow up to this many distinct objects per clip, "
                                     "each a batch row sharing the clip's image encodings")
     steps: int = _arg(1000, "optimiser steps")
     schedule_steps: int | None = _arg(None, "length of the warm-up + cosine schedule; default --steps. Give "

@@ -16,7 +16,7 @@ from lmeec_core.data.clips import (MIN_SOURCE_PIXELS, Clip, ClipConfig, RoomReci
                                    clip_from_frames, collate_clips, held_out_scene_seeds, train_scene_seeds,
                                    write_held_out_takes)
 from lmeec_core.data.scene_layout import TARGET_ID
-from lmeec_core.data.synthetic import SceneConfig, SyntheticScene
+from lmeec_core.data.synthetic import SceneConfig, SyntheticScene, object_names
 from lmeec_core.errors import ConfigError
 from lmeec_core.model import build_preset, load_checkpoint, preset_config, save_checkpoint
 from lmeec_core.train import STATE_FILE, ClipForward, TrainConfig, initial_model, lr_factor, param_groups, train
@@ -203,8 +203,8 @@ def test_clips_from_processed_takes_match_the_rendered_frames(tmp_path):
         TakeClips(tmp_path, ClipConfig(num_frames=4), length=1)
 
 
-def test_synthetic_clips_follow_any_visible_object_or_only_the_target():
-    """'any': only the prompt tells which object; 'target': always the room's target."""
+def test_synthetic_clips_follow_any_visible_object_a_table_object_or_only_the_target():
+    """'any': only the prompt tells which object; 'table': the same among table objects; 'target': the target."""
     def draws(objects: str) -> list[int]:
         clips = SyntheticClips(ClipConfig(image_size=SIZE, num_frames=2, direction="ego2exo"),
                                RoomRecipe(num_scenes=10, scene_frames=6, objects=objects), 8)
@@ -221,7 +221,10 @@ def test_synthetic_clips_follow_any_visible_object_or_only_the_target():
         return followed
 
     assert set(draws("target")) == {TARGET_ID}
-    assert len(set(draws("any"))) >= 3
+    anywhere, on_table = draws("any"), draws("table")
+    assert len(set(anywhere)) >= 3 and len(set(on_table)) >= 3
+    table_ids = set(object_names(SceneConfig(), table_only=True).values())  # the same ids in every room
+    assert set(on_table) <= table_ids and not set(anywhere) <= table_ids
 
 
 def test_bad_configs_are_refused():

@@ -36,7 +36,7 @@ DIRECTION_CHOICES = (*DIRECTIONS, "random")
 TRAIN_SEED_BASE = 1_000_000  # training rooms: TRAIN_SEED_BASE + k
 HELD_OUT_SEED_BASE = 500_000  # evaluation rooms: HELD_OUT_SEED_BASE + k, never trained on
 MIN_SOURCE_PIXELS = 16  # the target must be visible in the source view on a clip's first frame
-OBJECT_CHOICES = ("any", "target")  # synthetic clips: which object a clip follows (RoomRecipe.objects)
+OBJECT_CHOICES = ("any", "table", "target")  # synthetic clips: which object a clip follows (RoomRecipe.objects)
 START_ATTEMPTS = 20
 
 
@@ -158,7 +158,10 @@ class RoomRecipe:
     """Which synthetic rooms training clips come from, at what frame rate, and which object they follow.
 
     `objects`: "any" draws, per clip, one of the room's objects visible in the source view on the
-    first frame, so that only the prompt tells which one is meant. "target" always follows the room's
+    first frame, so that only the prompt tells which one is meant. "table" draws the same way among the
+    objects on the table only (the target, its look-alikes and the small objects a robot handles, the
+    ones the held-out rooms annotate), leaving out the large floor objects, which are easy to find and
+    take a third of the "any" draws. "target" always follows the room's
     target (the object the wearer looks at and that moves, with two look-alikes): a model trained so
     can find it from those cues alone and learn to ignore the prompt, as the first shipped nano did.
     """
@@ -167,7 +170,7 @@ class RoomRecipe:
     scene_frames: int = 60  # frames per room that clip starts are drawn from
     fps: float = 3.0  # 1/fps seconds between consecutive clip frames
     objects: str = "any"
-    objects_per_clip: int = 1  # "any": up to this many distinct visible objects, each a row of the batch
+    objects_per_clip: int = 1  # "any"/"table": up to this many distinct visible objects, each a batch row
     cache: str | None = None  # a frame cache folder (lmeec_core.data.frame_cache): its rooms, not rendered ones
 
     def __post_init__(self) -> None:
@@ -245,7 +248,8 @@ class SyntheticClips(Dataset):
         scene = self.source.open(seed)
         direction = self.clip.draw_direction(rng)
         source, _ = source_and_target(direction)
-        candidates = (TARGET_ID,) if self.rooms.objects == "target" else tuple(object_names(scene.config).values())
+        candidates = ((TARGET_ID,) if self.rooms.objects == "target"
+                      else tuple(object_names(scene.config, table_only=self.rooms.objects == "table").values()))
         rendered: dict[int, SyntheticFrame] = {}
 
         def frame(k: int) -> SyntheticFrame:
