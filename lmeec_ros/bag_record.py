@@ -30,6 +30,8 @@ CORRESPONDENCE_TYPE = "lmeec_ros/msg/Correspondence"
 OUTPUT_TOPICS: dict[str, type] = {"correspondence": Correspondence, "mask": Image, "source_mask": Image}
 # Reliable like the node's publishers; deep enough that a slow disk never loses a result.
 RECORD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+# Before closing a replay's recording: how long the topics must stay quiet, and the longest wait.
+SETTLE_QUIET_S, SETTLE_TIMEOUT_S = 0.5, 10.0
 
 
 def correspondence_definition() -> str:
@@ -105,6 +107,24 @@ class OutputRecorder:
                 return False
             time.sleep(0.05)
         return True
+
+    def settle(self, quiet_s: float = SETTLE_QUIET_S, timeout_s: float = SETTLE_TIMEOUT_S) -> None:
+        """Return once no message has arrived for `quiet_s` (at most `timeout_s`).
+
+        The node publishes a pair's ~/correspondence before its ~/mask and ~/source_mask, and each
+        topic is delivered on its own: when a replay has seen the last result, that pair's masks may
+        still be on their way. Closing only after the topics fall quiet keeps them in the bag.
+        """
+        deadline = time.monotonic() + timeout_s
+        last, quiet_since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            with self._lock:
+                total = sum(self.counts.values())
+            if total != last:
+                last, quiet_since = total, time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet_s:
+                return
+            time.sleep(0.02)
 
     def close(self) -> dict[str, Any]:
         """Stop recording and finish the bag; returns the messages written per topic."""

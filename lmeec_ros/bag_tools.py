@@ -98,6 +98,8 @@ def replay(session: RosSession, bag: Path, options: ReplayOptions, target_view: 
         if recorder is not None:
             recorder.wait_for_publishers(wait_s)
         stats = player.run().as_dict()
+        if recorder is not None:
+            recorder.settle()
     finally:
         recorded = recorder.close() if recorder is not None else None
         player.close()

@@ -30,8 +30,10 @@ from ros_helpers import REPO, ROS_MISSING, NodeProcess
 
 if not ROS_MISSING:
     from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import Image
     from std_srvs.srv import Trigger
 
+    from lmeec_ros.bag_record import RECORD_QOS, OutputRecorder
     from lmeec_ros.bag_replay import ReplayOptions, call_service, read_raw_images, set_target_request
     from lmeec_ros.image_codec import image_to_mask
     from lmeec_ros.bag_score import read_results, score_results
@@ -239,6 +241,23 @@ def test_record_command_records_the_node_until_sigint(bag, ros, session, tmp_pat
     counts = json.loads(stdout)["messages"]
     assert counts["/lmeec/correspondence"] == stats["results"] == SCENE.num_frames
     assert score_results(out, bag)["metrics"]["n_frames"] == SCENE.num_frames
+
+
+def test_a_recording_settles_until_the_messages_in_flight_are_written(ros, tmp_path):
+    """A replay stops on its last ~/correspondence; that pair's masks are published after it, on
+    other topics, so the recorder must wait for them (a loaded machine lost them before)."""
+    topic, burst = "/settle_check", 20
+    with RosSession("test_settle", ros.domain_id) as session:
+        recorder = OutputRecorder(session.node, tmp_path / "recorded", {topic: Image})
+        publisher = session.node.create_publisher(Image, topic, RECORD_QOS)
+        try:
+            assert recorder.wait_for_publishers(30)
+            for _ in range(burst):
+                publisher.publish(Image(height=1, width=1, encoding="mono8", step=1, data=[0]))
+            recorder.settle(quiet_s=1.0)
+        finally:
+            counts = recorder.close()
+    assert counts == {topic: burst}
 
 
 def _wait_for_line(proc: subprocess.Popen, text: str, timeout_s: float = 60.0) -> None:
