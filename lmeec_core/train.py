@@ -100,8 +100,8 @@ class TrainConfig:
     objects: str = _arg("any", "synthetic: the object a clip follows: 'any' visible one (the prompt says which), "
                                "a visible one on the 'table' (no floor objects), or always the room's 'target' "
                                "(learnable without the prompt)")
-    objects_per_clip: int = _arg(1, "synthetic, objects 'any'/'table': follow up to this many distinct objects per clip, "
-                                    "each a batch row sharing the clip's image encodings")
+    objects_per_clip: int = _arg(1, "synthetic, objects 'any'/'table': follow up to this many distinct objects "
+                                    "per clip, each a batch row sharing the clip's image encodings")
     steps: int = _arg(1000, "optimiser steps")
     schedule_steps: int | None = _arg(None, "length of the warm-up + cosine schedule; default --steps. Give "
                                             "the final total to split one run into --resume sessions")
