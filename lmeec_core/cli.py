@@ -85,8 +85,8 @@ def _tracker_for(args: argparse.Namespace):
     model = (load_checkpoint(args.checkpoint, config=config, preset=args.preset)[0] if args.checkpoint
              else build_preset(args.preset, seed=0))
     tracker = TrackerConfig(device=args.device, dtype=args.dtype, compression=args.compression,
-                            capacity=args.capacity, bank_policy=args.bank_policy, compile=args.compile,
-                            speedups=parse_speedups(args.speedups))
+                            capacity=args.capacity, bank_policy=args.bank_policy, source_lost=args.source_lost,
+                            compile=args.compile, speedups=parse_speedups(args.speedups))
     return model, tracker
 
 
@@ -154,6 +154,10 @@ def _add_tracker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--capacity", type=int, default=6)
     p.add_argument("--bank-policy", choices=("fill", "official"), default="fill",
                    help="fill: banks refill after skipped frames; official: the official code's (spec 3.2)")
+    p.add_argument("--source-lost", choices=("follow", "skip"), default="follow",
+                   help="a tracked target the source view has lost: follow it on in the target view from its "
+                        "last source memory, or skip the frame (the official protocol); per-frame source masks "
+                        "always skip empty frames")
     p.add_argument("--compile", action="store_true", help="torch.compile the image encoder's trunk")
     p.add_argument("--speedups", default="all",
                    help="numerics-changing fp32 speed-ups, 'all', 'none' or a comma list of batch_views, "
@@ -170,6 +174,7 @@ def _bench(args: argparse.Namespace) -> int:
     config = bench_config(args.preset or "nano", args.frames, args.ego_size, args.exo_size, args.protocol,
                           args.checkpoint, args.threads, args.targets, device=args.device, dtype=args.dtype,
                           compression=args.compression, capacity=args.capacity, bank_policy=args.bank_policy,
+                          source_lost=args.source_lost,
                           compile=args.compile, speedups=parse_speedups(args.speedups))
     _print_json((compare if args.compare else run)(config, progress=not args.quiet))
     return 0

@@ -178,6 +178,16 @@ class DualMemory:
                 found.append((distance, pointer))
         return found
 
+    def latest_source(self) -> torch.Tensor | None:
+        """The source memory of the newest stored frame, None when nothing is stored since the last clear.
+
+        A target the source view has lost is followed in the target view from this memory: the
+        last view of the object the source camera had.
+        """
+        if not self._recent:
+            return None
+        return next(reversed(self._recent.values())).source
+
     def store(self, index: int, memory: FrameMemory) -> None:
         """Keep a processed frame's memories; frames too old for any window or pointer are dropped."""
         self._recent[index] = memory

@@ -27,6 +27,7 @@ from .model.hiera_windows import trunk_features
 
 VIEWS = ("ego", "exo")
 DTYPES = ("fp32", "bf16")
+SOURCE_LOST = ("follow", "skip")
 # Speed-ups that change results by float rounding only (parity tolerances); OFFICIAL runs none of them.
 SPEEDUPS = (
     "batch_views",  # both views through the image encoder as one batch
@@ -64,6 +65,9 @@ class TrackerConfig:
     max_targets: int = 8  # objects followed at once
     max_prompt_overlap: float = 0.5  # a prompt with a higher IoU with another target's current mask is refused
     first_target_id: int = 1  # ids are issued from here (a node keeps them unique over several trackers)
+    # When source tracking loses the target: "follow" it on in the target view from the last source
+    # memory and the banks, or "skip" the frame (nothing predicted, as the official protocol does).
+    source_lost: str = "follow"
 
     def validate(self) -> "TrackerConfig":
         checks = [
@@ -80,6 +84,7 @@ class TrackerConfig:
             (self.max_targets >= 1, f"max_targets {self.max_targets}; expected >= 1"),
             (0.0 <= self.max_prompt_overlap <= 1.0, f"max_prompt_overlap {self.max_prompt_overlap}; expected 0..1"),
             (self.first_target_id >= 1, f"first_target_id {self.first_target_id}; expected >= 1"),
+            (self.source_lost in SOURCE_LOST, f"source_lost {self.source_lost!r}; expected one of {SOURCE_LOST}"),
         ]
         for ok, text in checks:
             if not ok:
@@ -87,7 +92,7 @@ class TrackerConfig:
         return self
 
 
-OFFICIAL = TrackerConfig(compression="drop", capacity=6, banks="dual", bank_policy="official",
+OFFICIAL = TrackerConfig(compression="drop", capacity=6, banks="dual", bank_policy="official", source_lost="skip",
                          speedups=())  # bit-compatible with the official code in fp32
 
 
@@ -452,19 +457,43 @@ class CorrespondenceTracker:
                 mask = given[target.target_id]
                 masks_t[target.target_id] = pp.mask_to_tensor(mask, self.model.image_size, self.device)
                 source_masks[target.target_id], pointers[target.target_id] = mask, None
+        remembered = self._lost_memories([t for t in tracked if not masks_t[t.target_id].any()])
         results = {t.target_id: self._skipped(t, images, source_masks[t.target_id])
-                   for t in tracked if not masks_t[t.target_id].any()}
+                   for t in tracked if not masks_t[t.target_id].any() and t.target_id not in remembered}
         kept = [target for target in targets if target.target_id not in results]
         if kept:
             ids = [target.target_id for target in kept]
+            batch_masks = torch.cat([masks_t[target_id] for target_id in ids])
             with timer.stage("source_memory"):
-                batch_masks = torch.cat([masks_t[target_id] for target_id in ids])
-                memory = self.engine.encode_source_memory(source, batch_masks)
+                memory = self._source_memory(source, ids, masks_t, remembered)
             outputs = self._cross_view(images, features, view, kept, batch_masks,
                                        [source_masks[i] for i in ids], memory, [pointers[i] for i in ids],
                                        [banks[i] for i in ids], timer)
             results.update(zip(ids, outputs))
         return results
+
+    def _lost_memories(self, lost: list[_Target]) -> dict[int, torch.Tensor]:
+        """The last source memory of each target the source view has lost, where it is to be followed.
+
+        With `source_lost="follow"` such a target is still looked for in the target view (the head
+        camera looks away while the external one still sees the object); a target with nothing
+        stored since its memory was cleared is skipped.
+        """
+        if self.config.source_lost != "follow":
+            return {}
+        latest = {target.target_id: target.state.memory.latest_source() for target in lost}
+        return {target_id: memory for target_id, memory in latest.items() if memory is not None}
+
+    def _source_memory(self, source: ViewFeatures, ids: list[int], masks_t: dict[int, torch.Tensor],
+                       remembered: dict[int, torch.Tensor]) -> torch.Tensor:
+        """Source memory [N, K, mem_dim], column per target: this frame's mask encoded once, or the
+        remembered memory of a target the source view has lost."""
+        seen = [target_id for target_id in ids if target_id not in remembered]
+        encoded = self.engine.encode_source_memory(source, torch.cat([masks_t[i] for i in seen])) if seen else None
+        if not remembered:
+            return encoded
+        columns = dict(zip(seen, encoded.unbind(1) if seen else ())) | {i: m[:, 0] for i, m in remembered.items()}
+        return torch.stack([columns[target_id] for target_id in ids], dim=1)
 
     def _cross_view(self, images: dict[str, np.ndarray], features: dict[str, ViewFeatures], src_view: str,
                     targets: list[_Target], source_masks_t: torch.Tensor, source_masks: list[np.ndarray],

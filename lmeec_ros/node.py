@@ -71,8 +71,8 @@ def load_tracker(settings: params.Settings, first_target_id: int = 1) -> Corresp
     subclasses with the reason."""
     config = TrackerConfig(
         device=_resolve_device(settings.device), dtype=settings.dtype, compression=settings.compression,
-        capacity=settings.capacity, bank_policy=settings.bank_policy, banks=settings.banks,
-        visibility_threshold=settings.visibility_threshold, max_time_gap_s=settings.max_time_gap,
+        capacity=settings.capacity, bank_policy=settings.bank_policy, source_lost=settings.source_lost,
+        banks=settings.banks, visibility_threshold=settings.visibility_threshold, max_time_gap_s=settings.max_time_gap,
         compile=settings.compile, max_targets=settings.max_targets, max_prompt_overlap=settings.max_prompt_overlap,
         first_target_id=first_target_id)
     preset = None if settings.preset == "auto" else settings.preset

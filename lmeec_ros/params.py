@@ -76,6 +76,7 @@ class Settings:
     compression: str = _param("merge", "Memory-bank compression when full: merge (the paper), drop (the official code) or fifo.", choices=("merge", "drop", "fifo"))
     capacity: int = _param(6, "Entries per memory bank (M in the paper).", minimum=1)
     bank_policy: str = _param("fill", "When a frame enters the memory banks: fill (every processed frame, the banks refill after a gap; for long streams) or official (the official code's index window and single compression, to reproduce its numbers).", choices=("fill", "official"))
+    source_lost: str = _param("follow", "When source tracking loses the target (the marking camera looks away): follow it on in the other camera from the last view the marking camera had and the memory banks, or skip the pair (empty result, as the official protocol).", choices=("follow", "skip"))
     banks: str = _param("dual", "Memory banks used: both views (dual), the source view's only or the target view's only.", choices=("dual", "source", "target"))
     visibility_threshold: float = _param(0.5, "Score at or above which the target counts as visible in the other camera.", minimum=0.0, maximum=1.0)
     max_targets: int = _param(8, "Most targets followed at once; a set_target that would add one more is refused. Each image is encoded once per pair whatever the number.", minimum=1)

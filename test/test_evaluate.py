@@ -132,12 +132,12 @@ def test_cli_records_the_robot_protocol_prompt(takes, tmp_path, capsys):
 
 def test_cli_gives_the_chosen_prompt_to_the_tracker(takes, tmp_path, capsys):
     """Random weights segment a box to nothing, so no target is ever set and every frame gets an (empty)
-    answer; a mask prompt sets the target, whose source-view tracking then loses it and skips frames:
-    the frames answered tell which prompt reached the tracker."""
+    answer; a mask prompt sets the target, whose source-view tracking then loses it and (`--source-lost
+    skip`) skips frames: the frames answered tell which prompt reached the tracker."""
     def answered(prompt: str) -> int:
         out = tmp_path / prompt
         assert main(["evaluate", str(takes), "--out", str(out), "--protocol", "robot", "--prompt", prompt,
-                     "--no-plots"]) == 0
+                     "--source-lost", "skip", "--no-plots"]) == 0
         return json.loads((out / "metrics.json").read_text())["total"]["n_frames"]
 
     frames_with_source = sum(len(seq.frames) for seq in sequences(takes, "ego2exo"))

@@ -27,7 +27,7 @@ EGO_SIZE, EXO_SIZE = (160, 120), (200, 150)   # (width, height)
 PERIOD_NS = 100_000_000
 SCORE_TOLERANCE = 1e-6
 # Every target processed counts as visible (random weights give arbitrary scores), so its results have masks
-# (a target whose tracked source mask comes out empty is skipped on that pair, as the official protocol does).
+# (a target whose tracked source mask comes out empty is followed from its last source memory).
 SETTINGS = dict(capacity=3, max_targets=3, visibility_threshold=0.0)
 # Prompts (x0, y0, x1, y1) on pair 0: two objects in ego, one in exo.
 BOX_A, BOX_B, BOX_C = (10, 10, 50, 40), (90, 60, 140, 100), (120, 20, 180, 70)
@@ -317,7 +317,11 @@ def test_the_label_image_rule_higher_score_wins_then_lower_id_and_large_ids_take
 
 
 def test_the_memory_parameters_reach_the_tracker():
-    """capacity, compression and bank_policy are the node's parameters, not the tracker's defaults
-    (`bank_policy: official` with `compression: drop` is how the node reproduces official numbers)."""
-    tracker = load_tracker(params.Settings(device="cpu", capacity=4, compression="drop", bank_policy="official"))
-    assert (tracker.config.capacity, tracker.config.compression, tracker.config.bank_policy) == (4, "drop", "official")
+    """capacity, compression, bank_policy and source_lost are the node's parameters, not the tracker's
+    defaults (`bank_policy: official`, `compression: drop` and `source_lost: skip` are how the node
+    reproduces official numbers)."""
+    tracker = load_tracker(params.Settings(device="cpu", capacity=4, compression="drop", bank_policy="official",
+                                           source_lost="skip"))
+    config = tracker.config
+    assert (config.capacity, config.compression, config.bank_policy, config.source_lost) == (4, "drop", "official",
+                                                                                             "skip")

@@ -17,6 +17,12 @@ def scene():
     return list(render_scene(SceneConfig(seed=3, num_frames=8, ego_size=(96, 112), exo_size=(120, 160))))
 
 
+@pytest.fixture(scope="module")
+def clear_scene():
+    """A scene whose target the shipped model finds in exo from the ego view (IoU about 0.7)."""
+    return list(render_scene(SceneConfig(seed=5, num_frames=8, ego_size=(96, 112), exo_size=(120, 160))))
+
+
 @pytest.fixture()
 def tracker(nano_model):
     return CorrespondenceTracker(nano_model, TrackerConfig(compression="merge"))
@@ -135,6 +141,45 @@ def test_empty_given_source_mask_skips_the_frame(tracker, scene):
     assert tracker.memory_stats()["stored"] == before
 
 
+def _lost_after_tracking(tracker, scene, blank_from: int, stamps: list[float] | None = None):
+    """Set the target on pair 0, track it to `blank_from`, then show the source camera a blank wall."""
+    tracker.set_target("ego", scene[0].ego_image, scene[0].exo_image, mask=scene[0].ego_mask)
+    blank = np.full_like(scene[0].ego_image, 128)
+    results = []
+    for i, frame in enumerate(scene[1:], start=1):
+        ego = frame.ego_image if i < blank_from else blank
+        results.append(tracker.step(ego, frame.exo_image, stamp=None if stamps is None else stamps[i]))
+    return results
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum()) / max(1, int((a | b).sum()))
+
+
+def test_a_target_the_source_view_loses_is_followed_in_the_target_view(shipped_model, clear_scene):
+    """The head camera looks away (a blank wall) while the external camera still sees the object: the
+    default keeps finding it there from the last source memory; `skip` gives the official empty result."""
+    scene = clear_scene
+    follow = _lost_after_tracking(CorrespondenceTracker(shipped_model), scene, blank_from=4)
+    skip = _lost_after_tracking(CorrespondenceTracker(shipped_model, TrackerConfig(source_lost="skip")), scene,
+                                blank_from=4)
+    for i, (followed, skipped) in enumerate(zip(follow[3:], skip[3:]), start=4):
+        assert not followed.source_mask.any() and not skipped.source_mask.any()   # the wall hides it
+        assert skipped.skipped and not skipped.mask.any()
+        assert not followed.skipped and followed.visible
+        assert _iou(followed.mask, scene[i].exo_mask) > 0.5, f"pair {i}"
+    for followed, skipped in zip(follow[:3], skip[:3]):   # identical while the source view sees it
+        assert np.array_equal(followed.mask, skipped.mask)
+
+
+def test_a_lost_target_is_not_followed_once_a_time_jump_cleared_its_memory(shipped_model, clear_scene):
+    scene = clear_scene
+    stamps = [0.1 * i for i in range(len(scene))]
+    stamps[4:] = [30 + s for s in stamps[4:]]   # the stream jumps on pair 4, as the wall appears
+    results = _lost_after_tracking(CorrespondenceTracker(shipped_model), scene, blank_from=4, stamps=stamps)
+    assert results[3].memory_reset and all(r.skipped and not r.mask.any() for r in results[3:])
+
+
 @pytest.mark.parametrize("threshold, visible", [(0.0, True), (1.0, False)])
 def test_visibility_threshold_decides_visible_and_empties_the_mask(nano_model, scene, threshold, visible):
     tracker = CorrespondenceTracker(nano_model, TrackerConfig(visibility_threshold=threshold))
@@ -208,7 +253,7 @@ def test_bad_config_is_refused():
     from lmeec_core.errors import ConfigError
 
     for bad in (dict(dtype="fp8"), dict(compression="zip"), dict(banks="both"), dict(capacity=0),
-                dict(visibility_threshold=2.0), dict(max_time_gap_s=0.0)):
+                dict(visibility_threshold=2.0), dict(max_time_gap_s=0.0), dict(source_lost="guess")):
         with pytest.raises(ConfigError, match="tracker config"):
             replace(TrackerConfig(), **bad).validate()
 

@@ -97,6 +97,25 @@ def test_removing_a_target_leaves_the_other_unchanged(shipped_model, scene):
     assert both.target_ids == (a,)
 
 
+def test_a_target_the_source_view_lost_shares_the_batch_with_a_seen_one_unchanged(shipped_model, scene):
+    """From pair 4 the ego camera shows a blank wall: A (tracked) is lost there and followed from its last
+    source memory, while B (given its mask each pair) is encoded; one batch, each as it would be alone."""
+    config = TrackerConfig(compression="merge", capacity=3)
+    both = CorrespondenceTracker(shipped_model, config)
+    alone = {obj: CorrespondenceTracker(shipped_model, config) for obj in (A, B)}
+    a, _ = _add(both, scene[0], A)
+    b, _ = _add(both, scene[0], B)
+    for obj, tracker in alone.items():
+        _add(tracker, scene[0], obj)
+    blank = np.full_like(scene[0].ego_image, 128)
+    for frame in scene[1:]:
+        ego = frame.ego_image if frame.index < 4 else blank
+        results = both.step_all(ego, frame.exo_image, source_masks={b: _mask(frame, B)})
+        _assert_same(results[a], alone[A].step(ego, frame.exo_image))
+        _assert_same(results[b], alone[B].step(ego, frame.exo_image, source_mask=_mask(frame, B)))
+        assert results[a].source_mask.any() == (frame.index < 4) and not results[a].skipped
+
+
 def test_ids_are_stable_and_never_reused(nano_model, scene):
     tracker, f = CorrespondenceTracker(nano_model, CONFIG), scene[0]
     assert [_add(tracker, f, obj)[0] for obj in (A, B)] == [1, 2]
