@@ -258,9 +258,10 @@ def overlay_frames(scene: Path, outputs: Path, targets: list[GivenTarget]) -> It
         right = overlay(pair.of(TARGET_VIEW), result.mask, TARGET_COLOUR, result.bbox,
                         truth.get(TARGET_VIEW, target_ns, target.change.instance),
                         f"{TARGET_VIEW}: {target.label} {seen}, score {result.score:.2f}")
-        left = overlay(pair.of(SOURCE_VIEW), tracked.get(SOURCE_VIEW, source_ns), PROMPT_COLOUR,
-                       target.box if given else None,
-                       label=f"{SOURCE_VIEW} #{index}: {target.label} {'given' if given else 'tracked'}")
+        source_mask = tracked.get(SOURCE_VIEW, source_ns)
+        state = "given" if given else "tracked" if source_mask is not None and source_mask.any() else "lost here"
+        left = overlay(pair.of(SOURCE_VIEW), source_mask, PROMPT_COLOUR, target.box if given else None,
+                       label=f"{SOURCE_VIEW} #{index}: {target.label} {state}")
         yield side_by_side(left, right)
 
 
