@@ -254,8 +254,8 @@ def evaluate_bag(bag: str | Path, tracker: CorrespondenceTracker, source_view: s
     robot: the target is given once, as the source view's GT mask on the first pair where it is
     visible, and tracked from there; every later pair is scored, as the node publishes a result for
     each (where the source view lost the target, what the tracker's `source_lost` makes of it). This is
-    what a lockstep replay through the node computes. benchmark: the source GT mask is given on every pair and pairs without it are
-    neither predicted nor scored (the official protocol).
+    what a lockstep replay through the node computes. benchmark: the source GT mask is given on every
+    pair and pairs without it are neither predicted nor scored (the official protocol).
     """
     if source_view not in VIEWS:
         raise InputError(f"source view {source_view!r}; expected one of {VIEWS}")

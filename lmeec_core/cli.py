@@ -174,8 +174,7 @@ def _bench(args: argparse.Namespace) -> int:
     config = bench_config(args.preset or "nano", args.frames, args.ego_size, args.exo_size, args.protocol,
                           args.checkpoint, args.threads, args.targets, device=args.device, dtype=args.dtype,
                           compression=args.compression, capacity=args.capacity, bank_policy=args.bank_policy,
-                          source_lost=args.source_lost,
-                          compile=args.compile, speedups=parse_speedups(args.speedups))
+                          source_lost=args.source_lost, compile=args.compile, speedups=parse_speedups(args.speedups))
     _print_json((compare if args.compare else run)(config, progress=not args.quiet))
     return 0
 

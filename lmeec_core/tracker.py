@@ -457,9 +457,10 @@ class CorrespondenceTracker:
                 mask = given[target.target_id]
                 masks_t[target.target_id] = pp.mask_to_tensor(mask, self.model.image_size, self.device)
                 source_masks[target.target_id], pointers[target.target_id] = mask, None
-        remembered = self._lost_memories([t for t in tracked if not masks_t[t.target_id].any()])
+        lost = [target for target in tracked if not masks_t[target.target_id].any()]
+        remembered = self._lost_memories(lost)
         results = {t.target_id: self._skipped(t, images, source_masks[t.target_id])
-                   for t in tracked if not masks_t[t.target_id].any() and t.target_id not in remembered}
+                   for t in lost if t.target_id not in remembered}
         kept = [target for target in targets if target.target_id not in results]
         if kept:
             ids = [target.target_id for target in kept]
