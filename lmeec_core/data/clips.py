@@ -161,9 +161,9 @@ class RoomRecipe:
     first frame, so that only the prompt tells which one is meant. "table" draws the same way among the
     objects on the table only (the target, its look-alikes and the small objects a robot handles, the
     ones the held-out rooms annotate), leaving out the large floor objects, which are easy to find and
-    take a third of the "any" draws. "target" always follows the room's
-    target (the object the wearer looks at and that moves, with two look-alikes): a model trained so
-    can find it from those cues alone and learn to ignore the prompt, as the first shipped nano did.
+    take a third of the "any" draws. "target" always follows the room's target (the object the wearer
+    looks at and that moves, with two look-alikes): a model trained so can find it from those cues
+    alone and learn to ignore the prompt, as the first shipped nano did.
     """
 
     num_scenes: int = 10_000  # training rooms, seeds train_scene_seeds(num_scenes)
